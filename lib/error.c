@@ -57,10 +57,11 @@ int mg_error_set(mg_error *err, int code, const char *fmt, ...)
     return code;
 }
 
-int mg_error_wrap(mg_error *err, const char *fmt, ...)
+int mg_error_wrap(mg_error *err, int code, const char *fmt, ...)
 {
     if (err == NULL)
-        return MG_OK;
+        return code;
+    err->code = code;
     char prefix[MG_ERRMSG_MAX];
     char old[MG_ERRMSG_MAX];
     va_list ap;
@@ -78,7 +79,7 @@ int mg_error_wrap(mg_error *err, const char *fmt, ...)
     size_t m = strnlen(old, sizeof err->msg - 1 - n);
     memcpy(err->msg + n, old, m);
     err->msg[n + m] = '\0';
-    return err->code;
+    return code;
 }
 
 void mg_error_clear(mg_error *err)

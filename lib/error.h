@@ -55,9 +55,12 @@ const char *mg_errname(int code);
 int mg_error_set(mg_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Prefixes the existing message with context ("store open: ..."). Returns
- * err->code (or MG_OK when err is NULL). */
-int mg_error_wrap(mg_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes the existing message with context ("store open: ...") and returns
+ * `code` (whatever err is, NULL included), so that
+ * `return mg_error_wrap(err, rc, "cube %s", id)` cannot turn a failure into
+ * success. */
+int mg_error_wrap(mg_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Clears *err to success. */
 void mg_error_clear(mg_error *err);

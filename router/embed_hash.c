@@ -596,7 +596,7 @@ int mg_embed_hash_batch(const char *const *texts, const size_t *lens, size_t n, 
     for (size_t i = 0; i < n; i++) {
         int rc = mg_embed_hash(texts[i], lens[i], role, out + i * (size_t)dim, dim, err);
         if (rc != MG_OK)
-            return mg_error_wrap(err, "text %zu", i);
+            return mg_error_wrap(err, rc, "text %zu", i);
     }
     return MG_OK;
 }

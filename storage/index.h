@@ -8,7 +8,11 @@
  * Concurrency: one writer and many readers. mg_index_search may run on any
  * number of threads while one thread adds, removes, compacts or drops; a
  * search sees each cube either before or after a write, never half of it.
- * Writers must be serialized by the caller.
+ * Writers must be serialized by the caller. Adds and removes never wait for
+ * searches (rows are versioned and published atomically); compact and drop
+ * wait for the searches already scanning that cube, and creating a cube for
+ * those only looking cubes up. mg_index_count and mg_index_dim may be called
+ * from any thread.
  */
 #ifndef MG_INDEX_H
 #define MG_INDEX_H
@@ -32,7 +36,9 @@ void mg_index_destroy(mg_index *ix);
 /* Adds or replaces the vector of memory `id` in `cube_id`. The vector is
  * copied and normalized. The first vector of a cube fixes its dimension; a
  * different one is MG_EDIM. NaN/Inf is MG_ENAN, an all-zero vector MG_EINVAL;
- * on any error nothing changes. */
+ * on any error nothing changes. Also MG_EDIM for a dimension outside
+ * 1..MG_DIM_MAX, MG_EINVAL for a cube id mg_cube_id_valid refuses, MG_ENOMEM,
+ * and MG_EFULL when a cube has written ~2^32 rows since its last compaction. */
 int mg_index_add(mg_index *ix, const char *cube_id, const uint8_t id[16], const float *vec,
                  uint32_t dim, mg_error *err);
 
@@ -42,7 +48,9 @@ int mg_index_remove(mg_index *ix, const char *cube_id, const uint8_t id[16]);
 /* Forgets a whole cube (no-op when absent). */
 void mg_index_drop_cube(mg_index *ix, const char *cube_id);
 
-/* Rewrites a cube's arena without its tombstones. */
+/* Rewrites a cube's arena without its tombstones (removed and replaced rows
+ * keep their space until then). MG_ENOTFOUND when the cube is absent,
+ * MG_ENOMEM (nothing changed) when the copy cannot be allocated. */
 int mg_index_compact(mg_index *ix, const char *cube_id, mg_error *err);
 
 /* Live vectors in a cube (0 when absent); dimension of a cube (0 when absent). */
@@ -63,7 +71,8 @@ typedef struct mg_index_query {
     const char *const *cube_ids; /* cubes to search; absent cubes are skipped */
     size_t n_cubes;
     size_t k;                    /* hits wanted */
-    int scan;                    /* enum mg_scan */
+    int scan;                    /* enum mg_scan; INT8 on an index without int8
+                                    copies scans float32 (exact) */
     size_t rescore;              /* INT8: candidates rescored in f32; 0 = max(4k, 64) */
     mg_index_accept_fn accept;   /* NULL = accept all */
     void *accept_arg;
@@ -81,7 +90,8 @@ typedef struct mg_index_hit {
 int mg_index_search(const mg_index *ix, const mg_index_query *q, mg_index_hit *hits,
                     size_t *n_hits, mg_error *err);
 
-/* Name of the f32 kernel in use ("scalar", "avx2", "avx512"). */
+/* Name of the kernel table in use ("scalar", "avx2", "avx512bw", "avx512";
+ * see storage/simd.h). */
 const char *mg_index_kernel_name(void);
 
 #endif

@@ -258,7 +258,7 @@ int mg_cube_decode(const void *buf, size_t len, mg_cube *out, mg_error *err)
         goto err_clear;
     }
     if ((rc = mg_cube_validate(out, err))) {
-        mg_error_wrap(err, "cube record");
+        mg_error_wrap(err, rc, "cube record");
         goto err_clear;
     }
     return MG_OK;
@@ -463,7 +463,7 @@ int mg_item_decode(const void *buf, size_t len, mg_item *out, mg_error *err)
         goto err_clear;
     }
     if ((rc = mg_item_validate(out, err))) {
-        mg_error_wrap(err, "memory record");
+        mg_error_wrap(err, rc, "memory record");
         goto err_clear;
     }
     return MG_OK;
@@ -724,7 +724,7 @@ int mg_user_decode(const void *buf, size_t len, mg_user *out, mg_error *err)
         goto err_clear;
     }
     if ((rc = mg_user_validate(out, err))) {
-        mg_error_wrap(err, "user record");
+        mg_error_wrap(err, rc, "user record");
         goto err_clear;
     }
     return MG_OK;

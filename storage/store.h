@@ -4,7 +4,9 @@
  *
  *   meta      "magic" → "memgrid-store", "schema" → u32, "applied" → u64
  *             (last applied Raft index, written in the same transaction as
- *             the data it covers)
+ *             the data it covers), "count/" cube_id → u64 (memories in the
+ *             cube, kept by apply so that counting is one read); integers
+ *             little-endian
  *   cubes     cube_id                → mg_cube record
  *   memories  cube_id '\0' id[16]    → mg_item record
  *   vectors   cube_id '\0' id[16]    → msgpack bin of float32 (as given)
@@ -65,11 +67,15 @@ uint64_t mg_store_applied(mg_store *s);
 /* ---- writes ------------------------------------------------------------- */
 
 enum mg_store_op_kind {
-    MG_STORE_CUBE_PUT = 1,     /* cube */
-    MG_STORE_CUBE_DELETE,      /* cube_id: removes the cube, its memories and vectors */
-    MG_STORE_MEM_PUT,          /* cube_id, item, vec/dim (vec may be NULL) */
+    MG_STORE_CUBE_PUT = 1,     /* cube (a known dimension stays: dim 0 keeps it, another
+                                * one is MG_EDIM) */
+    MG_STORE_CUBE_DELETE,      /* cube_id: removes the cube, its memories and vectors
+                                * (its count: the memories removed) */
+    MG_STORE_MEM_PUT,          /* cube_id, item, vec/dim (vec may be NULL); an id that
+                                * another cube holds is MG_EEXIST */
     MG_STORE_MEM_DELETE,       /* cube_id, mem_id */
-    MG_STORE_MEM_DELETE_WHERE, /* cube_id, filter: every memory of the cube that matches */
+    MG_STORE_MEM_DELETE_WHERE, /* cube_id, filter: every memory of the cube that matches
+                                * (a NULL filter matches all, as in mem_list) */
     MG_STORE_USER_PUT,         /* user */
     MG_STORE_USER_DELETE,      /* user_id */
 };

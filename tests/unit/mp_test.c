@@ -222,7 +222,7 @@ static void test_errors(void **state)
     assert_int_equal(mg_error_set(&err, MG_EINVAL, "field %s", "x"), MG_EINVAL);
     assert_int_equal(err.code, MG_EINVAL);
     assert_string_equal(err.msg, "field x");
-    mg_error_wrap(&err, "request");
+    mg_error_wrap(&err, MG_EINVAL, "request");
     assert_string_equal(err.msg, "request: field x");
     assert_string_equal(mg_errname(MG_ENOTFOUND), "ENOTFOUND");
     assert_string_equal(mg_strerror(9999), "unknown error");

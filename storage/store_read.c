@@ -1,0 +1,393 @@
+/*
+ * Reads and search. Every read runs in its own LMDB read transaction under
+ * env_lock held shared (store_read_begin), so it sees one committed state and
+ * never a map being resized.
+ */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int mg_store_cube_get(mg_store *s, const char *cube_id, mg_cube *out, mg_error *err)
+{
+    int ret = store_check_cube_id(cube_id, err);
+    if (ret)
+        return ret;
+    MDB_txn *txn;
+    ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    MDB_val k = {strlen(cube_id), (void *)cube_id}, v;
+    int rc = mdb_get(txn, s->dbi[STORE_DB_CUBES], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        ret = mg_error_set(err, MG_ENOTFOUND, "no cube %s", cube_id);
+    else if (rc)
+        ret = store_lmdb_error(err, rc, "reading a cube", s->data_path);
+    else
+        ret = mg_cube_decode(v.mv_data, v.mv_size, memset(out, 0, sizeof *out), err);
+    store_read_end(s, txn);
+    return ret;
+}
+
+int mg_store_cube_list(mg_store *s, mg_cube **cubes, size_t *n, mg_error *err)
+{
+    *cubes = NULL;
+    *n = 0;
+    MDB_txn *txn;
+    int ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    MDB_stat st;
+    MDB_cursor *cur;
+    mg_cube *arr = NULL;
+    size_t count = 0;
+    int rc = mdb_stat(txn, s->dbi[STORE_DB_CUBES], &st);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, s->dbi[STORE_DB_CUBES], &cur);
+    if (rc) {
+        ret = store_lmdb_error(err, rc, "listing cubes", s->data_path);
+        goto err_end_read;
+    }
+    arr = calloc(st.ms_entries ? st.ms_entries : 1, sizeof *arr);
+    if (arr == NULL) {
+        ret = mg_error_set(err, MG_ENOMEM, "out of memory");
+        goto err_close_cursor;
+    }
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && count < st.ms_entries;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ret = mg_cube_decode(v.mv_data, v.mv_size, &arr[count], err);
+        if (ret)
+            goto err_free_cubes;
+        count++;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        ret = store_lmdb_error(err, rc, "listing cubes", s->data_path);
+        goto err_free_cubes;
+    }
+    mdb_cursor_close(cur);
+    store_read_end(s, txn);
+    *cubes = arr;
+    *n = count;
+    return MG_OK;
+
+err_free_cubes:
+    for (size_t i = 0; i < count; i++)
+        mg_cube_clear(&arr[i]);
+    free(arr);
+err_close_cursor:
+    mdb_cursor_close(cur);
+err_end_read:
+    store_read_end(s, txn);
+    return ret;
+}
+
+int mg_store_mem_count(mg_store *s, const char *cube_id, uint64_t *count, mg_error *err)
+{
+    *count = 0;
+    int ret = store_check_cube_id(cube_id, err);
+    if (ret)
+        return ret;
+    MDB_txn *txn;
+    ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    char key[sizeof STORE_COUNT_PREFIX + MG_CUBE_ID_MAX];
+    MDB_val k = {store_count_key(key, cube_id), key}, v;
+    int rc = mdb_get(txn, s->dbi[STORE_DB_META], &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        *count = store_get_u64le(v.mv_data);
+    else if (rc == 0)
+        ret = mg_error_set(err, MG_ECORRUPT, "malformed memory count of cube %s (%s)", cube_id,
+                           s->data_path);
+    else if (rc != MDB_NOTFOUND)
+        ret = store_lmdb_error(err, rc, "reading a memory count", s->data_path);
+    store_read_end(s, txn);
+    return ret;
+}
+
+int mg_store_mem_get(mg_store *s, const char *cube_id, const uint8_t id[16], mg_item *out,
+                     float **vec, uint32_t *dim, mg_error *err)
+{
+    if (vec != NULL)
+        *vec = NULL;
+    if (dim != NULL)
+        *dim = 0;
+    int ret = store_check_cube_id(cube_id, err);
+    if (ret)
+        return ret;
+    MDB_txn *txn;
+    ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    uint8_t key[STORE_MEM_KEY_MAX];
+    MDB_val k = {store_mem_key(key, cube_id, strlen(cube_id), id), key}, v;
+    int rc = mdb_get(txn, s->dbi[STORE_DB_MEMORIES], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        ret = mg_error_set(err, MG_ENOTFOUND, "no such memory in cube %s", cube_id);
+        goto done_end_read;
+    }
+    if (rc) {
+        ret = store_lmdb_error(err, rc, "reading a memory", s->data_path);
+        goto done_end_read;
+    }
+    ret = mg_item_decode(v.mv_data, v.mv_size, memset(out, 0, sizeof *out), err);
+    if (ret || vec == NULL)
+        goto done_end_read;
+    rc = mdb_get(txn, s->dbi[STORE_DB_VECTORS], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        goto done_end_read;
+    const uint8_t *raw;
+    uint32_t d;
+    if (rc)
+        ret = store_lmdb_error(err, rc, "reading a vector", s->data_path);
+    else if (store_vector_parse(&v, &raw, &d))
+        ret = mg_error_set(err, MG_ECORRUPT, "malformed vector in cube %s (%s)", cube_id,
+                           s->data_path);
+    else if ((*vec = malloc((size_t)d * sizeof(float))) == NULL)
+        ret = mg_error_set(err, MG_ENOMEM, "out of memory");
+    if (ret) {
+        mg_item_clear(out);
+        goto done_end_read;
+    }
+    store_vector_copy(*vec, raw, d);
+    if (dim != NULL)
+        *dim = d;
+done_end_read:
+    store_read_end(s, txn);
+    return ret;
+}
+
+int mg_store_mem_find(mg_store *s, const uint8_t id[16], char *cube_id, mg_error *err)
+{
+    MDB_txn *txn;
+    int ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    MDB_val k = {16, (void *)id}, v;
+    int rc = mdb_get(txn, s->dbi[STORE_DB_MEMIDS], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        ret = mg_error_set(err, MG_ENOTFOUND, "no such memory");
+    else if (rc)
+        ret = store_lmdb_error(err, rc, "reading memids", s->data_path);
+    else if (v.mv_size == 0 || v.mv_size > MG_CUBE_ID_MAX)
+        ret = mg_error_set(err, MG_ECORRUPT, "malformed memids entry (%s)", s->data_path);
+    else {
+        memcpy(cube_id, v.mv_data, v.mv_size);
+        cube_id[v.mv_size] = '\0';
+    }
+    store_read_end(s, txn);
+    return ret;
+}
+
+/* A page being collected by mem_list. */
+struct page {
+    const mg_filter *filter;
+    size_t limit;
+    mg_item *items;
+    size_t n, cap;
+    bool more;
+    mg_error *err;
+};
+
+static int page_visit(void *arg, const uint8_t id[16], const MDB_val *record)
+{
+    (void)id;
+    struct page *p = arg;
+    if (p->filter != NULL && !mg_filter_match(p->filter, record->mv_data, record->mv_size))
+        return 0;
+    if (p->n == p->limit) {
+        p->more = true; /* one match past the page is enough to know */
+        return 1;
+    }
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : (p->limit < 64 ? p->limit : 64);
+        mg_item *items = realloc(p->items, cap * sizeof *items);
+        if (items == NULL)
+            return mg_error_set(p->err, MG_ENOMEM, "out of memory");
+        p->items = items;
+        p->cap = cap;
+    }
+    memset(&p->items[p->n], 0, sizeof p->items[p->n]);
+    int rc = mg_item_decode(record->mv_data, record->mv_size, &p->items[p->n], p->err);
+    if (rc)
+        return rc;
+    p->n++;
+    return 0;
+}
+
+int mg_store_mem_list(mg_store *s, const char *cube_id, const mg_filter *filter,
+                      const uint8_t *after, size_t limit, mg_item **items, size_t *n, bool *more,
+                      mg_error *err)
+{
+    *items = NULL;
+    *n = 0;
+    *more = false;
+    int ret = store_check_cube_id(cube_id, err);
+    if (ret)
+        return ret;
+    MDB_txn *txn;
+    ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    struct page p = {.filter = filter, .limit = limit, .err = err};
+    ret = store_cube_scan(s, txn, cube_id, after, page_visit, &p, err);
+    store_read_end(s, txn);
+    if (ret) {
+        for (size_t i = 0; i < p.n; i++)
+            mg_item_clear(&p.items[i]);
+        free(p.items);
+        return ret;
+    }
+    *items = p.items;
+    *n = p.n;
+    *more = p.more;
+    return MG_OK;
+}
+
+int mg_store_user_get(mg_store *s, const char *user_id, mg_user *out, mg_error *err)
+{
+    if (user_id == NULL || !mg_user_id_valid(user_id, strnlen(user_id, MG_USER_ID_MAX + 1)))
+        return mg_error_set(err, MG_EINVAL, "user id is missing or not valid");
+    MDB_txn *txn;
+    int ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    MDB_val k = {strlen(user_id), (void *)user_id}, v;
+    int rc = mdb_get(txn, s->dbi[STORE_DB_USERS], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        ret = mg_error_set(err, MG_ENOTFOUND, "no user %s", user_id);
+    else if (rc)
+        ret = store_lmdb_error(err, rc, "reading a user", s->data_path);
+    else
+        ret = mg_user_decode(v.mv_data, v.mv_size, memset(out, 0, sizeof *out), err);
+    store_read_end(s, txn);
+    return ret;
+}
+
+/* ---- search ------------------------------------------------------------- */
+
+/*
+ * Filters run during the scan through the index's accept callback. The flat
+ * scan asks accept about every live vector of a cube, so for a filtered cube
+ * each of its memories gets evaluated either way; what differs is how the
+ * record is reached. Looking each candidate up means a B-tree descent per
+ * vector in the index's (random) order; collecting the matching ids first is
+ * one sequential cursor walk over the cube's records, already in id order,
+ * after which accept is a binary search over a packed array of 16-byte ids
+ * that stays in cache (100k ids = 1.6 MB). Measured on 100k memories of 384
+ * dimensions: 43 ms to collect against 100 ms of lookups in random order (at
+ * 10k: 2.6 ms against 4.6 ms); the filter's own evaluation is most of the
+ * 43. It also lets a filter that matches nothing cost no scoring at all. (A
+ * graph index that visits few candidates would tip the balance to
+ * per-candidate lookups.)
+ */
+struct match_set {
+    bool filtered; /* false: accept everything */
+    uint8_t (*ids)[16];
+    size_t n, cap;
+    const mg_filter *filter;
+};
+
+static int match_visit(void *arg, const uint8_t id[16], const MDB_val *record)
+{
+    struct match_set *m = arg;
+    if (!mg_filter_match(m->filter, record->mv_data, record->mv_size))
+        return 0;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 256;
+        void *p = realloc(m->ids, cap * 16);
+        if (p == NULL)
+            return MG_ENOMEM;
+        m->ids = p;
+        m->cap = cap;
+    }
+    memcpy(m->ids[m->n++], id, 16);
+    return 0;
+}
+
+static bool match_accept(void *arg, size_t cube, const uint8_t id[16])
+{
+    const struct match_set *m = &((const struct match_set *)arg)[cube];
+    if (!m->filtered)
+        return true;
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(m->ids[mid], id, 16);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+int mg_store_search(mg_store *s, const mg_store_query *q, mg_index_hit *hits, size_t *n_hits,
+                    mg_error *err)
+{
+    *n_hits = 0;
+    if (q == NULL || q->vec == NULL || (q->n_cubes > 0 && q->cube_ids == NULL))
+        return mg_error_set(err, MG_EINVAL, "search: a query vector and cube list are required");
+    if (q->scan == MG_SCAN_INT8 && !s->int8)
+        return mg_error_set(err, MG_EINVAL, "search: int8 scans need the store's int8 option");
+    if (q->k == 0 || q->n_cubes == 0)
+        return MG_OK;
+    for (size_t i = 0; i < q->n_cubes; i++)
+        if (store_check_cube_id(q->cube_ids[i], err))
+            return mg_error_wrap(err, MG_EINVAL, "search: cube %zu", i);
+    bool any_filter = false;
+    for (size_t i = 0; q->filters != NULL && i < q->n_cubes; i++)
+        any_filter = any_filter || q->filters[i] != NULL;
+
+    struct match_set *sets = NULL;
+    int ret = MG_OK;
+    if (any_filter) {
+        sets = calloc(q->n_cubes, sizeof *sets);
+        if (sets == NULL)
+            return mg_error_set(err, MG_ENOMEM, "out of memory");
+    }
+    MDB_txn *txn = NULL;
+    if (any_filter) {
+        ret = store_read_begin(s, &txn, err);
+        if (ret)
+            goto done_free_sets;
+    }
+    /* While index_lock is held shared no batch commits, so the read
+     * transaction and the index show the same state. */
+    pthread_rwlock_rdlock(&s->index_lock);
+    for (size_t i = 0; any_filter && i < q->n_cubes; i++) {
+        if (q->filters[i] == NULL)
+            continue;
+        sets[i].filtered = true;
+        sets[i].filter = q->filters[i];
+        ret = store_cube_scan(s, txn, q->cube_ids[i], NULL, match_visit, &sets[i], err);
+        if (ret == MG_ENOMEM)
+            mg_error_set(err, ret, "out of memory");
+        if (ret)
+            break;
+    }
+    if (txn != NULL)
+        store_read_end(s, txn);
+    if (ret == MG_OK) {
+        mg_index_query iq = {
+            .vec = q->vec,
+            .dim = q->dim,
+            .cube_ids = q->cube_ids,
+            .n_cubes = q->n_cubes,
+            .k = q->k,
+            .scan = q->scan,
+            .accept = any_filter ? match_accept : NULL,
+            .accept_arg = sets,
+        };
+        ret = mg_index_search(s->index, &iq, hits, n_hits, err);
+    }
+    pthread_rwlock_unlock(&s->index_lock);
+done_free_sets:
+    for (size_t i = 0; sets != NULL && i < q->n_cubes; i++)
+        free(sets[i].ids);
+    free(sets);
+    return ret;
+}
