@@ -1,0 +1,127 @@
+/*
+ * The router ↔ node protocol (DESIGN §7): msgpack messages over nng.
+ *
+ * Every request and reply is one msgpack map. The envelope is decoded here;
+ * the body is one msgpack element whose shape depends on the op (below) and
+ * is read by the op's handler with the bounded reader of mp.h.
+ *
+ *   request := {"v": 1, "op": uint, "rid": uint, "epoch": uint, "group": uint,
+ *               "deadline_ms": uint, "user": str, "body": <op body>}
+ *   reply   := {"v": 1, "rid": uint, "status": uint (enum mg_errcode),
+ *               "msg": str, "leader_id": uint, "leader": str, "epoch": uint,
+ *               "body": <op reply body or nil>}
+ *
+ * "deadline_ms" is relative (milliseconds the router is still willing to
+ * wait); 0 means the node's default. "user" is the caller on whose behalf the
+ * request is made ("" for internal requests): the node checks cube access for
+ * it (owner or shared). "leader_id"/"leader" are set with MG_ENOTLEADER when
+ * the node knows the group's leader; "epoch" with MG_EWRONGGROUP.
+ *
+ * Op bodies (records are the msgpack records of storage/item.h, commands the
+ * entries of cluster/command.h; ids are 16-byte bins):
+ *
+ *   WRITE      {"cmds": [cmd, ...]}          → {"outcomes": [{"code": uint, "msg": str,
+ *                                                             "count": uint}, ...]}
+ *   CUBE_GET   {"cube_id": str}              → cube record
+ *   CUBE_LIST  {}                            → [cube record, ...]
+ *   MEM_GET    {"cube_id": str|nil, "ids": [bin16, ...]}
+ *                                            → [{"cube_id": str, "record": bin,
+ *                                                "vec": bin|nil}, ...] (found ones only)
+ *   MEM_LIST   {"cube_id": str, "filter": map|nil, "after": bin16|nil, "limit": uint}
+ *                                            → {"records": [bin, ...], "more": bool}
+ *   MEM_COUNT  {"cube_id": str}              → uint
+ *   USER_GET   {"user_id": str}              → user record
+ *   SEARCH     {"vec": bin f32, "k": uint, "scan": uint, "strong": bool, "vecs": bool,
+ *               "cubes": [{"cube_id": str, "group": uint, "filter": map|nil}, ...],
+ *               "assign": [{"group": uint, "node": uint}, ...]}
+ *                                            → {"groups": [uint, ...] (answered),
+ *                                               "hits": [{"cube": uint (index in
+ *                                               "cubes"), "score": float, "record": bin,
+ *                                               "vec": bin f32|nil (only when the request
+ *                                               had "vecs": true)}, ...] best first}
+ *   STATUS     {}                            → node status map (groups, leaders, applied)
+ *
+ * A search travels as an nng survey to every node; a node answers for the
+ * groups "assign" gives it and ignores the survey when it has none.
+ */
+#ifndef MG_WIRE_H
+#define MG_WIRE_H
+
+#include "error.h"
+#include "mp.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_WIRE_VERSION 1
+
+enum mg_wire_op {
+    MG_OP_WRITE = 1,
+    MG_OP_CUBE_GET,
+    MG_OP_CUBE_LIST,
+    MG_OP_MEM_GET,
+    MG_OP_MEM_LIST,
+    MG_OP_MEM_COUNT,
+    MG_OP_USER_GET,
+    MG_OP_SEARCH,
+    MG_OP_STATUS,
+    MG_OP_COUNT_
+};
+
+/* Stable lower-case name of an op ("write", "search", ...), or NULL. */
+const char *mg_wire_op_name(int op);
+
+/* A decoded request envelope. Strings and the body point into the message
+ * buffer and live as long as it does (not NUL-terminated). */
+typedef struct mg_wire_req {
+    int op;
+    uint64_t rid;
+    uint64_t epoch;
+    uint64_t group;
+    uint32_t deadline_ms;
+    const char *user;
+    uint32_t user_len;
+    const uint8_t *body; /* exactly one msgpack element */
+    size_t body_len;
+} mg_wire_req;
+
+typedef struct mg_wire_rep {
+    uint64_t rid;
+    int status;          /* enum mg_errcode */
+    const char *msg;     /* error detail, "" on success */
+    uint32_t msg_len;
+    uint64_t leader_id;
+    const char *leader;  /* leader address, "" when unknown */
+    uint32_t leader_len;
+    uint64_t epoch;
+    const uint8_t *body; /* one msgpack element (nil when none) */
+    size_t body_len;
+} mg_wire_rep;
+
+/* Packs the envelope of a request up to and including the "body" key; the
+ * caller packs exactly one element (the body) right after. `user` may be
+ * NULL (""). MG_ENOMEM. */
+int mg_wire_req_begin(msgpack_packer *pk, int op, uint64_t rid, uint64_t epoch, uint64_t group,
+                      uint32_t deadline_ms, const char *user);
+
+/* Same for a reply: pack the body (or nil) right after. msg and leader may
+ * be NULL (""). */
+int mg_wire_rep_begin(msgpack_packer *pk, uint64_t rid, int status, const char *msg,
+                      uint64_t leader_id, const char *leader, uint64_t epoch);
+
+/* Decode an envelope. Unknown keys are skipped; a missing body reads as nil;
+ * MG_EVERSION for a newer "v", MG_ECORRUPT (with a message) for anything
+ * malformed, an unknown op or a status outside the error space. */
+int mg_wire_req_decode(const void *buf, size_t len, mg_wire_req *out, mg_error *err);
+int mg_wire_rep_decode(const void *buf, size_t len, mg_wire_rep *out, mg_error *err);
+
+/* A reader positioned on the body. */
+static inline mg_mp_reader mg_wire_body(const uint8_t *body, size_t len)
+{
+    mg_mp_reader r;
+    mg_mp_reader_init(&r, body, len);
+    return r;
+}
+
+#endif
