@@ -2,112 +2,31 @@
  * storage/index: top-k against a double-precision brute force (one cube and
  * several, with every kernel this CPU has), ties, tombstones, replace,
  * compaction, int8 scans with rescoring (recall), the accept filter, bad
- * input refused with nothing changed, drop, and readers searching while a
- * writer adds, replaces, removes, compacts and drops.
+ * input refused with nothing changed, and drop. Readers searching while a
+ * writer adds, replaces, removes, compacts and drops are in
+ * index_concurrency_test.c.
  *
- * A memory's id encodes its key (big-endian, so id order is key order), and
- * its vector is a pure function of (key, version): a reader can recompute
- * what any returned score must be.
+ * A memory's id encodes its key and its vector is a pure function of (key,
+ * version) (index_test_util.h), so the brute force can recompute what any
+ * returned score must be.
  */
+#include "index_test_util.h"
+
 #include "storage/index.h"
 #include "storage/simd.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <cmocka.h>
-
-static uint64_t seed;
-
-static uint64_t rnd(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Roughly normal (sum of four uniforms), unit variance. */
-static float gauss(uint64_t *s)
-{
-    uint64_t r = rnd(s);
-    double sum = (double)(r & 0xffff) + (double)((r >> 16) & 0xffff) +
-                 (double)((r >> 32) & 0xffff) + (double)(r >> 48);
-    return (float)((sum - 131070.0) / 37837.2);
-}
-
-static void make_id(uint64_t key, uint8_t id[16])
-{
-    for (int i = 0; i < 8; i++)
-        id[i] = (uint8_t)(key >> (56 - 8 * i));
-    memset(id + 8, 0xa5, 8);
-}
-
-static uint64_t id_key(const uint8_t id[16])
-{
-    uint64_t key = 0;
-    for (int i = 0; i < 8; i++)
-        key = key << 8 | id[i];
-    return key;
-}
-
-/* The vector of (key, version) in domain `dom`: not normalized, on purpose. */
-static void make_vec(uint64_t dom, uint64_t key, unsigned version, uint32_t dim, float *out)
-{
-    uint64_t s = seed ^ (dom * 0x100000001b3ULL) ^ (key * 2 + version) * 0x9e3779b97f4a7c15ULL;
-    for (uint32_t i = 0; i < dim; i++)
-        out[i] = 3.0f * gauss(&s);
-}
-
-static double dot_normalized(const float *a, const float *b, uint32_t dim)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (uint32_t i = 0; i < dim; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
 
 static int setup_seed(void **state)
 {
     (void)state;
-    const char *env = getenv("MG_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-    print_message("index_test seed %llu (replay with MG_TEST_SEED)\n", (unsigned long long)seed);
+    seed_init("index_test");
     return 0;
-}
-
-#define FAIL(...) fail_msg(__VA_ARGS__)
-#define SEED (unsigned long long)seed
-
-static mg_index *new_index(bool int8)
-{
-    mg_index_options o = {.int8 = int8};
-    mg_index *ix = NULL;
-    mg_error err;
-    assert_int_equal(mg_index_create(&o, &ix, &err), MG_OK);
-    return ix;
-}
-
-static void add(mg_index *ix, const char *cube, uint64_t key, const float *v, uint32_t dim)
-{
-    uint8_t id[16];
-    mg_error err;
-    make_id(key, id);
-    int rc = mg_index_add(ix, cube, id, v, dim, &err);
-    if (rc != MG_OK)
-        FAIL("add %s/%llu: %s", cube, (unsigned long long)key, err.msg);
 }
 
 /* ---- brute force -------------------------------------------------------- */
@@ -710,165 +629,6 @@ static void test_drop(void **state)
     mg_index_destroy(ix);
 }
 
-/* ---- readers during writes ------------------------------------------------ */
-
-enum { CDIM = 64, CK = 20, CALL = 4096, READERS = 3, PER_ROUND = 50, MAIN_LIVE = 2000 };
-
-typedef struct shared {
-    mg_index *ix;
-    _Atomic uint64_t floor; /* every key below was removed for good before this was stored */
-    atomic_bool stop;
-    atomic_ulong searches;
-    pthread_mutex_t mu;
-    char failure[512]; /* the first failure a reader saw */
-} shared;
-
-typedef struct reader_arg {
-    shared *sh;
-    uint64_t seed;
-} reader_arg;
-
-static void reader_fail(shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reader_fail(shared *sh, const char *fmt, ...)
-{
-    pthread_mutex_lock(&sh->mu);
-    if (sh->failure[0] == '\0') {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(sh->failure, sizeof sh->failure, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&sh->mu);
-    atomic_store(&sh->stop, true);
-}
-
-/* Checks everything a reader can know about an answer given concurrently
- * with writes: complete (main never holds fewer than MAIN_LIVE), ordered,
- * no memory twice (that would be both sides of a replace), nothing removed
- * for good before the search began, and every score the dot product with one
- * of the two vectors that id ever had (a half-written row would match none).
- * A quarter of the searches ask for all rows, so that every visible row is
- * checked, not only those that make a top-k. Ordering bugs that open windows
- * of nanoseconds are found by this test built with MEMGRID_SANITIZE=thread. */
-static void *reader_main(void *p)
-{
-    reader_arg *ra = p;
-    shared *sh = ra->sh;
-    uint64_t s = ra->seed;
-    const char *names[] = {"main", "side"};
-    float q[CDIM], v[CDIM];
-    mg_index_hit *hits = malloc(CALL * sizeof *hits);
-    for (unsigned long iter = 0; !atomic_load(&sh->stop); iter++) {
-        for (int i = 0; i < CDIM; i++)
-            q[i] = gauss(&s);
-        uint64_t floor = atomic_load_explicit(&sh->floor, memory_order_acquire);
-        mg_index_query query = {.vec = q,
-                                .dim = CDIM,
-                                .cube_ids = names,
-                                .n_cubes = 2,
-                                .k = iter % 8 < 6 ? CK : CALL,
-                                .scan = (int)(iter % 2)};
-        size_t n = 0;
-        mg_error err;
-        int rc = mg_index_search(sh->ix, &query, hits, &n, &err);
-        if (rc != MG_OK || n < (query.k == CK ? CK : MAIN_LIVE)) {
-            reader_fail(sh, "search: rc %d, %zu hits: %s", rc, n, rc ? err.msg : "");
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            uint64_t key = id_key(hits[i].id);
-            if (hits[i].cube == 0 && key < floor)
-                reader_fail(sh, "key %llu returned, removed before the search (floor %llu)",
-                            (unsigned long long)key, (unsigned long long)floor);
-            for (size_t j = 0; j < i; j++)
-                if (hits[j].cube == hits[i].cube && memcmp(hits[j].id, hits[i].id, 16) == 0)
-                    reader_fail(sh, "key %llu returned twice", (unsigned long long)key);
-            if (i > 0 && hits[i].score > hits[i - 1].score)
-                reader_fail(sh, "hits out of order at %zu", i);
-            double best = INFINITY;
-            for (unsigned ver = 0; ver < 2 && best > 1e-4; ver++) {
-                make_vec(20 + hits[i].cube, key, ver, CDIM, v);
-                best = fmin(best, fabs(hits[i].score - dot_normalized(q, v, CDIM)));
-            }
-            if (best > 1e-4)
-                reader_fail(sh, "cube %u key %llu: score %.7f matches no vector it ever had",
-                            hits[i].cube, (unsigned long long)key, (double)hits[i].score);
-        }
-        atomic_fetch_add(&sh->searches, 1);
-    }
-    free(hits);
-    return NULL;
-}
-
-static void writer_add(mg_index *ix, const char *cube, uint64_t dom, uint64_t key, unsigned ver)
-{
-    float v[CDIM];
-    make_vec(dom, key, ver, CDIM, v);
-    add(ix, cube, key, v, CDIM);
-}
-
-static void test_concurrent_readers(void **state)
-{
-    (void)state;
-    static shared sh;
-    memset(&sh, 0, sizeof sh);
-    pthread_mutex_init(&sh.mu, NULL);
-    sh.ix = new_index(true);
-    enum { ROUNDS = 1200 };
-    uint64_t next = 0, floor = 0, s = seed ^ 12;
-    unsigned long writes = 0;
-    unsigned char *version = calloc(MAIN_LIVE + (size_t)ROUNDS * PER_ROUND, 1);
-    for (; next < MAIN_LIVE; next++)
-        writer_add(sh.ix, "main", 20, next, 0);
-    for (uint64_t key = 0; key < 100; key++)
-        writer_add(sh.ix, "side", 21, key, 0);
-
-    pthread_t th[READERS];
-    reader_arg ra[READERS];
-    for (int i = 0; i < READERS; i++) {
-        ra[i] = (reader_arg){&sh, seed * 31 + (uint64_t)i};
-        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
-    }
-    struct timespec pause = {0, 200000};
-    mg_error err;
-    uint8_t id[16];
-    for (int round = 0; round < ROUNDS && !atomic_load(&sh.stop); round++) {
-        for (int i = 0; i < PER_ROUND; i++, next++)
-            writer_add(sh.ix, "main", 20, next, 0);
-        for (int i = 0; i < 20; i++) {
-            uint64_t key = floor + rnd(&s) % (next - floor);
-            version[key] ^= 1;
-            writer_add(sh.ix, "main", 20, key, version[key]);
-        }
-        for (int i = 0; i < PER_ROUND; i++, floor++) {
-            make_id(floor, id);
-            assert_int_equal(mg_index_remove(sh.ix, "main", id), MG_OK);
-        }
-        atomic_store_explicit(&sh.floor, floor, memory_order_release);
-        if (round % 10 == 9)
-            assert_int_equal(mg_index_compact(sh.ix, "main", &err), MG_OK);
-        if (round % 7 == 6) {
-            mg_index_drop_cube(sh.ix, "side");
-            for (uint64_t key = 0; key < 100; key++)
-                writer_add(sh.ix, "side", 21, key, 0);
-        }
-        writes += 2 * PER_ROUND + 20;
-        nanosleep(&pause, NULL);
-    }
-    atomic_store(&sh.stop, true);
-    for (int i = 0; i < READERS; i++)
-        pthread_join(th[i], NULL);
-    print_message("index_test concurrent: %lu searches during %lu writes\n",
-                  (unsigned long)atomic_load(&sh.searches), writes);
-    if (sh.failure[0] != '\0')
-        FAIL("reader: %s (seed %llu)", sh.failure, SEED);
-    assert_true(atomic_load(&sh.searches) > 100);
-    assert_int_equal(mg_index_count(sh.ix, "main"), next - floor);
-    free(version);
-    mg_index_destroy(sh.ix);
-    pthread_mutex_destroy(&sh.mu);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -877,7 +637,7 @@ int main(void)
         cmocka_unit_test(test_tombstones),    cmocka_unit_test(test_replace),
         cmocka_unit_test(test_compact),       cmocka_unit_test(test_int8_recall),
         cmocka_unit_test(test_accept_filter), cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_drop),          cmocka_unit_test(test_concurrent_readers),
+        cmocka_unit_test(test_drop),
     };
     return cmocka_run_group_tests(tests, setup_seed, NULL);
 }
