@@ -1,0 +1,220 @@
+/*
+ * Internals of the node shared by its files: node.c (lifecycle, loop thread,
+ * leader snapshots), rpc.c (nng servers, envelope, dispatch, replies),
+ * write.c (WRITE on the loop), read.c (point reads and STATUS on the
+ * workers), search.c (SEARCH), workers.c (the thread pool).
+ */
+#ifndef MG_NODE_INTERNAL_H
+#define MG_NODE_INTERNAL_H
+
+#include "../cluster/host.h"
+#include "../lib/wire.h"
+#include "node.h"
+#include "workers.h"
+
+#include <nng/nng.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+/* ---- hosted groups and their published state --------------------------- */
+
+typedef struct node_group {
+    uint64_t group_id;
+    uint64_t replica_id;
+    mg_group *g;               /* loop thread only */
+    mg_store *store;           /* any thread, under node.store_lock (read) */
+    mg_node_group_status pub;  /* under node.snap_lock */
+    mg_node_group_status seen; /* loop only: what was last published */
+    /* loop only: the barrier a new leader appends before it serves reads */
+    mg_group_barrier_req ready_barrier;
+    bool barrier_pending;
+    uint64_t barrier_term; /* term the last barrier was appended in */
+    uint64_t ready_term;   /* term whose barrier applied */
+    struct mg_node *node;
+} node_group;
+
+/* ---- one request in flight, tied to one nng context --------------------- */
+
+enum ctx_state { CTX_IDLE = 0, CTX_RECV, CTX_BUSY, CTX_SEND, CTX_DONE };
+
+typedef struct node_ctx node_ctx;
+typedef void (*node_ctx_fn)(node_ctx *c);
+
+typedef struct search_req search_req; /* search.c */
+
+struct node_ctx {
+    mg_node *node;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool survey; /* respondent context (else rep) */
+    bool opened;
+    atomic_int state; /* enum ctx_state */
+
+    /* the request being served */
+    nng_msg *msg; /* request message; env points into it */
+    mg_wire_req env;
+    uint64_t recv_ns;
+    uint64_t deadline_ns;          /* absolute, mg_clock_mono_ns() */
+    char user[MG_USER_ID_MAX + 1]; /* env.user, NUL-terminated */
+
+    /* hand-offs */
+    node_ctx_fn loop_fn; /* what to run on the loop */
+    node_ctx *loop_next;
+    mg_worker_job job; /* what to run on a worker */
+
+    /* WRITE (write.c) */
+    mg_cmd *cmds;
+    size_t n_cmds;
+    int *kinds; /* kinds of the commands, kept for outcome messages */
+    mg_group_proposal prop;
+
+    /* SEARCH (search.c) */
+    search_req *search;
+};
+
+/* ---- the node ----------------------------------------------------------- */
+
+struct pending_create; /* write.c: cube creations proposed and not yet applied */
+
+struct mg_node {
+    mg_node_config cfg; /* strings below are owned copies */
+    char *data_dir, *rep_url, *respondent_url;
+    mg_group_tunables tunables;
+
+    node_group *groups;
+    size_t n_groups;
+
+    /* loop thread */
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_check_t publish;
+    mg_host *host;
+    pthread_t loop_thread;
+    bool loop_started;
+    bool host_closed;                       /* loop: groups closed (or closing) */
+    struct pending_create *pending_creates; /* loop only */
+
+    /* nng threads → loop */
+    pthread_mutex_t q_lock;
+    node_ctx *q_head, *q_tail;
+    bool loop_open; /* under q_lock: uv_async_send allowed */
+    int loop_cmd;   /* under q_lock: enum loop_cmd */
+
+    /* published leader state */
+    pthread_mutex_t snap_lock;
+    pthread_cond_t snap_cond;
+
+    /* stores, as seen from the workers */
+    pthread_rwlock_t store_lock;
+    bool stores_open; /* under store_lock */
+
+    mg_workers *workers;
+
+    /* nng */
+    nng_socket rep, resp;
+    bool rep_open, resp_open;
+    node_ctx *ctxs;
+    size_t n_ctxs;
+    pthread_mutex_t ctx_lock;
+    pthread_cond_t ctx_cond;
+    size_t live_ctxs; /* under ctx_lock: contexts not yet CTX_DONE */
+    atomic_bool stopping;
+};
+
+enum loop_cmd { LOOP_RUN = 0, LOOP_CLOSE };
+
+/* ---- node.c ------------------------------------------------------------- */
+
+/* The hosted group with this id, or NULL. Any thread (the table is fixed
+ * after start). */
+node_group *node_group_find(mg_node *n, uint64_t group_id);
+
+/* Loop thread: this replica leads the group and has applied a barrier of
+ * its term (its state holds every acknowledged write). */
+bool node_group_leads_ready(node_group *ng);
+
+/* Copies the published state of a group (any thread). */
+void node_group_snapshot(mg_node *n, const node_group *ng, mg_node_group_status *out);
+
+/* Queues c to run fn on the loop thread. false when the loop is closing
+ * (then the caller answers MG_ESHUTDOWN). Any thread. */
+bool node_loop_post(mg_node *n, node_ctx *c, node_ctx_fn fn);
+
+/* Queues c to run fn on a worker. Any thread. */
+void node_worker_post(mg_node *n, node_ctx *c, node_ctx_fn fn);
+
+/* Takes the store lock for reading; false (lock not held) when the stores
+ * are closed. */
+bool node_stores_enter(mg_node *n);
+void node_stores_leave(mg_node *n);
+
+/* ---- rpc.c -------------------------------------------------------------- */
+
+/* Opens the sockets and contexts and listens. On error everything opened is
+ * closed again. */
+int node_rpc_open(mg_node *n, mg_error *err);
+/* Arms every context's first receive. */
+void node_rpc_start(mg_node *n);
+/* Stops taking requests: sets `stopping` and cancels the receives waiting;
+ * requests in flight still get their answers. */
+void node_rpc_quiesce(mg_node *n);
+/* Waits up to timeout_ms until every context is done; true when they are. */
+bool node_rpc_wait_idle(mg_node *n, unsigned timeout_ms);
+/* Closes contexts and sockets and frees the aios; `idle` says whether every
+ * context is done (else their memory is leaked rather than freed under a
+ * request still in flight). */
+void node_rpc_free(mg_node *n, bool idle);
+
+/* Answers the request with an encoded reply (envelope + body) in sb, which
+ * is consumed. Any thread. */
+void node_reply(node_ctx *c, msgpack_sbuffer *sb);
+/* Same, for a reply whose envelope carries `status` (packed by the caller
+ * with mg_wire_rep_begin); only for logging. */
+void node_reply_as(node_ctx *c, msgpack_sbuffer *sb, int status);
+/* Answers with status `code` (not MG_OK), message and leader hint (0/NULL
+ * when none). */
+void node_reply_error(node_ctx *c, int code, const char *msg, uint64_t leader_id,
+                      const char *leader);
+/* Answers with err's code and message. */
+void node_reply_err(node_ctx *c, const mg_error *err);
+/* Ends a survey without answering. */
+void node_reply_none(node_ctx *c);
+/* Starts a reply with status MG_OK: the caller packs the body, then calls
+ * node_reply. */
+void node_reply_begin(node_ctx *c, msgpack_sbuffer *sb, msgpack_packer *pk);
+
+/* True (and answers MG_ETIMEDOUT) when the request's deadline passed. */
+bool node_expired(node_ctx *c);
+
+/* Checks that the group of the request is hosted and, unless `follower`,
+ * led by this replica; answers MG_ENOTFOUND / MG_ENOTLEADER and returns NULL
+ * otherwise. Any thread (uses the snapshot). */
+node_group *node_check_group(node_ctx *c, uint64_t group_id, bool follower);
+
+/* "leader", "follower", "candidate" or "unavailable". */
+const char *node_raft_state_name(int state);
+
+/* Looks a top-level bool key up in a body map (false when absent or not a
+ * bool). */
+bool node_body_flag(const uint8_t *body, size_t len, const char *key);
+
+/* ---- write.c / read.c / search.c ---------------------------------------- */
+
+/* nng thread: decodes the WRITE body and queues it to the loop. */
+void node_write_start(node_ctx *c);
+/* Frees what a WRITE request holds. */
+void node_write_clear(node_ctx *c);
+/* Loop: forgets every pending creation (at close). */
+void node_write_forget_all(mg_node *n);
+
+/* Worker: CUBE_GET, CUBE_LIST, MEM_GET, MEM_LIST, MEM_COUNT, USER_GET. */
+void node_read_run(node_ctx *c);
+/* Worker: STATUS. */
+void node_status_run(node_ctx *c);
+
+/* nng thread: decodes a SEARCH and routes it (loop for strong, else worker). */
+void node_search_start(node_ctx *c);
+void node_search_clear(node_ctx *c);
+
+#endif

@@ -1,0 +1,1744 @@
+/* node/: a real node in-process (inproc:// nng, loopback raft, temp dirs),
+ * driven as the router drives it: real req and surveyor sockets and the
+ * lib/wire.h envelope. Writes, every read, searches over several cubes and
+ * groups, NOT_LEADER with a hint (two nodes sharing a group), unknown group
+ * and cube, access control, malformed messages, concurrent writes, restart. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cluster/command.h"
+#include "lib/clock.h"
+#include "lib/jsonmp.h"
+#include "lib/wire.h"
+#include "node/node.h"
+
+#include <arpa/inet.h>
+#include <ftw.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/survey0/survey.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DIM 8
+
+/* ---- fixtures ----------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static char *tmpdir_new(void)
+{
+    char *d = strdup("/tmp/mg-node-test-XXXXXX");
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void tmpdir_free(char *d)
+{
+    nftw(d, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(d);
+}
+
+/* A loopback port nobody listens on right now. */
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static unsigned url_seq;
+
+/* One node with single-voter groups `ids` (replica 1 each). */
+typedef struct fixture {
+    char *dir;
+    char rep_url[64], resp_url[64];
+    char addrs[4][MG_ADDRESS_MAX];
+    mg_group_peer peers[4];
+    mg_node_group groups[4];
+    size_t n_groups;
+    mg_node *node;
+    nng_socket req, surv;
+    unsigned workers; /* 0 = default */
+} fixture;
+
+static void node_start(fixture *f, uint64_t node_id)
+{
+    mg_node_config cfg = {
+        .data_dir = f->dir,
+        .node_id = node_id,
+        .rep_url = f->rep_url,
+        .respondent_url = f->resp_url,
+        .groups = f->groups,
+        .n_groups = f->n_groups,
+        .search_workers = f->workers,
+    };
+    mg_error err = {0};
+    uint64_t t0 = mg_clock_mono_ns();
+    int rc = mg_node_start(&cfg, &f->node, &err);
+    if (rc != MG_OK)
+        fail_msg("mg_node_start: %s", err.msg);
+    rc = mg_node_wait_ready(f->node, 5000, &err);
+    if (rc != MG_OK)
+        fail_msg("mg_node_wait_ready: %s", err.msg);
+    printf("# node %llu ready in %.1f ms\n", (unsigned long long)node_id,
+           (double)(mg_clock_mono_ns() - t0) / 1e6);
+}
+
+static void clients_open(fixture *f)
+{
+    assert_int_equal(nng_req0_open(&f->req), 0);
+    assert_int_equal(nng_socket_set_ms(f->req, NNG_OPT_RECVTIMEO, 10000), 0);
+    assert_int_equal(nng_dial(f->req, f->rep_url, NULL, 0), 0);
+    assert_int_equal(nng_surveyor0_open(&f->surv), 0);
+    assert_int_equal(nng_socket_set_ms(f->surv, NNG_OPT_SURVEYOR_SURVEYTIME, 500), 0);
+    assert_int_equal(nng_dial(f->surv, f->resp_url, NULL, 0), 0);
+}
+
+static void clients_close(fixture *f)
+{
+    nng_close(f->req);
+    nng_close(f->surv);
+}
+
+static fixture *fixture_new_workers(const uint64_t *ids, size_t n, unsigned workers)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->workers = workers;
+    f->dir = tmpdir_new();
+    unsigned seq = ++url_seq;
+    snprintf(f->rep_url, sizeof f->rep_url, "inproc://node-test-rep-%u", seq);
+    snprintf(f->resp_url, sizeof f->resp_url, "inproc://node-test-resp-%u", seq);
+    f->n_groups = n;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(f->addrs[i], MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
+        f->peers[i].id = 1;
+        snprintf(f->peers[i].address, MG_ADDRESS_MAX, "%s", f->addrs[i]);
+        f->groups[i] = (mg_node_group){.group_id = ids[i],
+                                       .replica_id = 1,
+                                       .address = f->addrs[i],
+                                       .bootstrap = &f->peers[i],
+                                       .n_bootstrap = 1};
+    }
+    node_start(f, 1);
+    clients_open(f);
+    return f;
+}
+
+static fixture *fixture_new(const uint64_t *ids, size_t n)
+{
+    return fixture_new_workers(ids, n, 0);
+}
+
+static void fixture_free(fixture *f)
+{
+    clients_close(f);
+    mg_node_stop(f->node);
+    tmpdir_free(f->dir);
+    free(f);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+typedef struct reply {
+    nng_msg *msg;
+    mg_wire_rep rep;
+} reply;
+
+static void reply_free(reply *r)
+{
+    if (r->msg != NULL)
+        nng_msg_free(r->msg);
+    r->msg = NULL;
+}
+
+static _Atomic uint64_t next_rid = 1;
+
+/* Sends raw bytes on the req socket and decodes the reply's envelope. */
+static void call_raw(nng_socket s, const void *buf, size_t len, reply *out)
+{
+    nng_msg *m;
+    assert_int_equal(nng_msg_alloc(&m, len), 0);
+    memcpy(nng_msg_body(m), buf, len);
+    assert_int_equal(nng_sendmsg(s, m, 0), 0);
+    int rv = nng_recvmsg(s, &out->msg, 0);
+    if (rv != 0)
+        fail_msg("recv: %s", nng_strerror(rv));
+    mg_error err = {0};
+    int rc = mg_wire_rep_decode(nng_msg_body(out->msg), nng_msg_len(out->msg), &out->rep, &err);
+    if (rc != MG_OK)
+        fail_msg("reply does not decode: %s", err.msg);
+}
+
+/* A request: envelope + the body packed in `body` (NULL = nil). */
+static void request_deadline(nng_socket s, int op, uint64_t group, const char *user,
+                             const msgpack_sbuffer *body, uint32_t deadline_ms, reply *out);
+
+static void request(nng_socket s, int op, uint64_t group, const char *user,
+                    const msgpack_sbuffer *body, reply *out)
+{
+    request_deadline(s, op, group, user, body, 0, out);
+}
+
+static void request_deadline(nng_socket s, int op, uint64_t group, const char *user,
+                             const msgpack_sbuffer *body, uint32_t deadline_ms, reply *out)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    uint64_t rid = next_rid++;
+    assert_int_equal(mg_wire_req_begin(&pk, op, rid, 0, group, deadline_ms, user), MG_OK);
+    if (body != NULL)
+        msgpack_sbuffer_write(&sb, body->data, body->size);
+    else
+        msgpack_pack_nil(&pk);
+    call_raw(s, sb.data, sb.size, out);
+    assert_int_equal(out->rep.rid, rid);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void expect_status(const reply *r, int status)
+{
+    if (r->rep.status != status)
+        fail_msg("status %s (%.*s), expected %s", mg_errname(r->rep.status), (int)r->rep.msg_len,
+                 r->rep.msg, mg_errname(status));
+}
+
+static bool msg_has(const reply *r, const char *s)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%.*s", (int)r->rep.msg_len, r->rep.msg);
+    return strstr(buf, s) != NULL;
+}
+
+/* Body builders. */
+typedef struct body {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} body;
+
+static void body_init(body *b)
+{
+    msgpack_sbuffer_init(&b->sb);
+    msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
+}
+
+static void body_free(body *b)
+{
+    msgpack_sbuffer_destroy(&b->sb);
+}
+
+static void kv_str(body *b, const char *k, const char *v)
+{
+    mg_mp_pack_cstr(&b->pk, k);
+    mg_mp_pack_cstr(&b->pk, v);
+}
+
+/* A deterministic vector: mostly axis (seed % DIM), a little noise. */
+static void make_vec(float *v, unsigned seed)
+{
+    for (unsigned i = 0; i < DIM; i++)
+        v[i] = 0.05f * (float)((seed * 7 + i * 3) % 5);
+    v[seed % DIM] += 1.0f;
+}
+
+static void make_id(uint8_t id[16], unsigned cube, unsigned n)
+{
+    memset(id, 0, 16);
+    id[0] = (uint8_t)cube;
+    id[1] = (uint8_t)(n >> 8);
+    id[2] = (uint8_t)n;
+    id[6] = 0x40; /* version 4 */
+    id[8] = 0x80;
+}
+
+static void cmd_cube_create(mg_cmd *c, const char *cube_id, const char *owner, const char *shared)
+{
+    memset(c, 0, sizeof *c);
+    c->kind = MG_CMD_CUBE_CREATE;
+    snprintf(c->cube.cube_id, sizeof c->cube.cube_id, "%s", cube_id);
+    snprintf(c->cube.owner_id, sizeof c->cube.owner_id, "%s", owner);
+    snprintf(c->cube.created_at, sizeof c->cube.created_at, "2026-01-01T10:00:00.000000");
+    snprintf(c->cube.embedder, sizeof c->cube.embedder, "hash");
+    c->cube.dim = DIM;
+    if (shared != NULL)
+        assert_int_equal(mg_cube_share(&c->cube, shared, NULL), MG_OK);
+}
+
+/* mem_put of items [from, from+n) of cube number `cube`; metadata.rank = i,
+ * memory_type alternating. */
+static void cmd_mem_put(mg_cmd *c, const char *cube_id, unsigned cube, unsigned from, unsigned n)
+{
+    memset(c, 0, sizeof *c);
+    c->kind = MG_CMD_MEM_PUT;
+    snprintf(c->cube_id, sizeof c->cube_id, "%s", cube_id);
+    for (unsigned i = from; i < from + n; i++) {
+        mg_item it = {0};
+        char text[64];
+        make_id(it.id, cube, i);
+        snprintf(text, sizeof text, "memory %u of %s", i, cube_id);
+        it.memory = strdup(text);
+        it.memory_len = strlen(text);
+        it.metadata =
+            json_pack("{s:s, s:i, s:s}", "memory_type", i % 2 ? "LongTermMemory" : "UserMemory",
+                      "rank", (int)i, "user_id", "alice");
+        float *vec = malloc(DIM * sizeof *vec);
+        make_vec(vec, i);
+        assert_int_equal(mg_cmd_add_item(c, &it, vec, DIM, NULL), MG_OK);
+    }
+}
+
+/* WRITE of cmds (cleared afterwards). */
+static void write_cmds(nng_socket s, uint64_t group, const char *user, mg_cmd *cmds, size_t n,
+                       reply *out)
+{
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "cmds");
+    msgpack_pack_array(&b.pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(mg_cmd_pack(&b.pk, &cmds[i]), MG_OK);
+        mg_cmd_clear(&cmds[i]);
+    }
+    request(s, MG_OP_WRITE, group, user, &b.sb, out);
+    body_free(&b);
+}
+
+/* Reads the outcomes of a WRITE reply: codes[i], counts[i]. Returns n. */
+static size_t outcomes(const reply *r, int *codes, uint64_t *counts, size_t cap)
+{
+    mg_mp_reader rd = mg_wire_body(r->rep.body, r->rep.body_len);
+    uint32_t n, m, arr;
+    assert_int_equal(mg_mp_read_map(&rd, &n), MG_OK);
+    assert_int_equal(n, 1);
+    assert_true(mg_mp_peek_str_eq(&rd, "outcomes"));
+    mg_mp_skip(&rd);
+    assert_int_equal(mg_mp_read_array(&rd, &arr), MG_OK);
+    assert_true(arr <= cap);
+    for (uint32_t i = 0; i < arr; i++) {
+        assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+        for (uint32_t j = 0; j < m; j++) {
+            const char *k;
+            uint32_t kl;
+            uint64_t v;
+            assert_int_equal(mg_mp_read_str(&rd, &k, &kl), MG_OK);
+            if (kl == 4 && memcmp(k, "code", 4) == 0) {
+                assert_int_equal(mg_mp_read_u64(&rd, &v), MG_OK);
+                codes[i] = (int)v;
+            } else if (kl == 5 && memcmp(k, "count", 5) == 0) {
+                assert_int_equal(mg_mp_read_u64(&rd, &v), MG_OK);
+                counts[i] = v;
+            } else {
+                assert_int_equal(mg_mp_skip(&rd), MG_OK);
+            }
+        }
+    }
+    return arr;
+}
+
+/* Creates cube `cube_id` (owner) and puts n items into it; asserts success. */
+static void seed_cube(fixture *f, uint64_t group, const char *cube_id, unsigned cube,
+                      const char *owner, const char *shared, unsigned n)
+{
+    mg_cmd cmds[2];
+    reply r = {0};
+    int codes[2];
+    uint64_t counts[2];
+    cmd_cube_create(&cmds[0], cube_id, owner, shared);
+    cmd_mem_put(&cmds[1], cube_id, cube, 0, n);
+    write_cmds(f->req, group, owner, cmds, 2, &r);
+    expect_status(&r, MG_OK);
+    assert_int_equal(outcomes(&r, codes, counts, 2), 2);
+    assert_int_equal(codes[0], MG_OK);
+    assert_int_equal(counts[0], 1);
+    assert_int_equal(codes[1], MG_OK);
+    assert_int_equal(counts[1], n);
+    reply_free(&r);
+}
+
+static uint64_t mem_count(nng_socket s, uint64_t group, const char *user, const char *cube,
+                          int expect)
+{
+    body b;
+    reply r = {0};
+    uint64_t count = UINT64_MAX;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "cube_id", cube);
+    request(s, MG_OP_MEM_COUNT, group, user, &b.sb, &r);
+    expect_status(&r, expect);
+    if (expect == MG_OK) {
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        assert_int_equal(mg_mp_read_u64(&rd, &count), MG_OK);
+    }
+    reply_free(&r);
+    body_free(&b);
+    return count;
+}
+
+/* ---- search helpers ----------------------------------------------------- */
+
+typedef struct search_cube_arg {
+    const char *cube_id;
+    uint64_t group;
+    const char *filter_json; /* NULL = none */
+} search_cube_arg;
+
+static void search_body(body *b, const float *vec, unsigned k, bool strong, bool vecs,
+                        const search_cube_arg *cubes, size_t n_cubes, const uint64_t *assign,
+                        size_t n_assign, uint64_t node)
+{
+    body_init(b);
+    msgpack_pack_map(&b->pk, 7);
+    mg_mp_pack_cstr(&b->pk, "vec");
+    mg_mp_pack_binn(&b->pk, vec, DIM * sizeof(float));
+    mg_mp_pack_cstr(&b->pk, "k");
+    msgpack_pack_uint32(&b->pk, k);
+    mg_mp_pack_cstr(&b->pk, "strong");
+    strong ? msgpack_pack_true(&b->pk) : msgpack_pack_false(&b->pk);
+    mg_mp_pack_cstr(&b->pk, "vecs");
+    vecs ? msgpack_pack_true(&b->pk) : msgpack_pack_false(&b->pk);
+    mg_mp_pack_cstr(&b->pk, "scan");
+    msgpack_pack_uint32(&b->pk, 0);
+    mg_mp_pack_cstr(&b->pk, "cubes");
+    msgpack_pack_array(&b->pk, (uint32_t)n_cubes);
+    for (size_t i = 0; i < n_cubes; i++) {
+        msgpack_pack_map(&b->pk, 3);
+        kv_str(b, "cube_id", cubes[i].cube_id);
+        mg_mp_pack_cstr(&b->pk, "group");
+        msgpack_pack_uint64(&b->pk, cubes[i].group);
+        mg_mp_pack_cstr(&b->pk, "filter");
+        if (cubes[i].filter_json != NULL) {
+            json_t *j = json_loads(cubes[i].filter_json, 0, NULL);
+            assert_non_null(j);
+            assert_int_equal(mg_jsonmp_pack(&b->pk, j), MG_OK);
+            json_decref(j);
+        } else {
+            msgpack_pack_nil(&b->pk);
+        }
+    }
+    mg_mp_pack_cstr(&b->pk, "assign");
+    msgpack_pack_array(&b->pk, (uint32_t)n_assign);
+    for (size_t i = 0; i < n_assign; i++) {
+        msgpack_pack_map(&b->pk, 2);
+        mg_mp_pack_cstr(&b->pk, "group");
+        msgpack_pack_uint64(&b->pk, assign[i]);
+        mg_mp_pack_cstr(&b->pk, "node");
+        msgpack_pack_uint64(&b->pk, node);
+    }
+}
+
+typedef struct hit {
+    uint32_t cube;
+    double score;
+    mg_item item;
+    bool has_vec;
+} hit;
+
+typedef struct search_result {
+    uint64_t groups[8];
+    size_t n_groups;
+    hit hits[64];
+    size_t n_hits;
+    size_t n_missing;
+    int missing_status[8];
+    uint64_t missing_leader[8];
+    uint32_t err_cube[8];
+    int err_status[8];
+    size_t n_errors;
+} search_result;
+
+static void result_free(search_result *s)
+{
+    for (size_t i = 0; i < s->n_hits; i++)
+        mg_item_clear(&s->hits[i].item);
+}
+
+#define KEYIS(s) (kl == sizeof(s) - 1 && memcmp(k, s, kl) == 0)
+
+static void decode_result(const reply *r, search_result *out)
+{
+    memset(out, 0, sizeof *out);
+    mg_mp_reader rd = mg_wire_body(r->rep.body, r->rep.body_len);
+    uint32_t n, arr, m;
+    assert_int_equal(mg_mp_read_map(&rd, &n), MG_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kl;
+        assert_int_equal(mg_mp_read_str(&rd, &k, &kl), MG_OK);
+        assert_int_equal(mg_mp_read_array(&rd, &arr), MG_OK);
+        for (uint32_t j = 0; j < arr; j++) {
+            if (KEYIS("groups")) {
+                assert_int_equal(mg_mp_read_u64(&rd, &out->groups[out->n_groups++]), MG_OK);
+                continue;
+            }
+            assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+            hit *h = KEYIS("hits") ? &out->hits[out->n_hits++] : NULL;
+            size_t mi = out->n_missing, ei = out->n_errors;
+            if (KEYIS("missing"))
+                out->n_missing++;
+            if (KEYIS("cube_errors"))
+                out->n_errors++;
+            for (uint32_t q = 0; q < m; q++) {
+                const char *f;
+                uint32_t fl;
+                uint64_t u;
+                assert_int_equal(mg_mp_read_str(&rd, &f, &fl), MG_OK);
+#define FIELD(s) (fl == sizeof(s) - 1 && memcmp(f, s, fl) == 0)
+                if (h != NULL && FIELD("cube")) {
+                    assert_int_equal(mg_mp_read_u32(&rd, &h->cube), MG_OK);
+                } else if (h != NULL && FIELD("score")) {
+                    assert_int_equal(mg_mp_read_double(&rd, &h->score), MG_OK);
+                } else if (h != NULL && FIELD("record")) {
+                    const uint8_t *b;
+                    uint32_t bl;
+                    assert_int_equal(mg_mp_read_bin(&rd, &b, &bl), MG_OK);
+                    assert_int_equal(mg_item_decode(b, bl, &h->item, NULL), MG_OK);
+                } else if (h != NULL && FIELD("vec")) {
+                    const uint8_t *b;
+                    uint32_t bl;
+                    assert_int_equal(mg_mp_read_bin(&rd, &b, &bl), MG_OK);
+                    assert_int_equal(bl, DIM * sizeof(float));
+                    h->has_vec = true;
+                } else if (KEYIS("missing") && FIELD("status")) {
+                    assert_int_equal(mg_mp_read_u64(&rd, &u), MG_OK);
+                    out->missing_status[mi] = (int)u;
+                } else if (KEYIS("missing") && FIELD("leader_id")) {
+                    assert_int_equal(mg_mp_read_u64(&rd, &out->missing_leader[mi]), MG_OK);
+                } else if (KEYIS("cube_errors") && FIELD("cube")) {
+                    assert_int_equal(mg_mp_read_u32(&rd, &out->err_cube[ei]), MG_OK);
+                } else if (KEYIS("cube_errors") && FIELD("status")) {
+                    assert_int_equal(mg_mp_read_u64(&rd, &u), MG_OK);
+                    out->err_status[ei] = (int)u;
+                } else {
+                    assert_int_equal(mg_mp_skip(&rd), MG_OK);
+                }
+#undef FIELD
+            }
+        }
+    }
+}
+
+/* Sends a survey; collects up to `cap` replies until the survey time ends. */
+static size_t survey(nng_socket s, int op, const char *user, const msgpack_sbuffer *b, reply *out,
+                     size_t cap)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(mg_wire_req_begin(&pk, op, next_rid++, 0, 0, 0, user), MG_OK);
+    msgpack_sbuffer_write(&sb, b->data, b->size);
+    nng_msg *m;
+    assert_int_equal(nng_msg_alloc(&m, sb.size), 0);
+    memcpy(nng_msg_body(m), sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(nng_sendmsg(s, m, 0), 0);
+    size_t n = 0;
+    for (;;) {
+        nng_msg *rm;
+        int rv = nng_recvmsg(s, &rm, 0);
+        if (rv == NNG_ETIMEDOUT || rv == NNG_ESTATE)
+            break;
+        assert_int_equal(rv, 0);
+        assert_true(n < cap);
+        out[n].msg = rm;
+        assert_int_equal(mg_wire_rep_decode(nng_msg_body(rm), nng_msg_len(rm), &out[n].rep, NULL),
+                         MG_OK);
+        n++;
+    }
+    return n;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_write_and_reads(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1, 2};
+    fixture *f = fixture_new(ids, 2);
+    seed_cube(f, 1, "c1", 1, "alice", NULL, 20);
+
+    /* STATUS: both groups led by replica 1, applied > 0. */
+    reply r = {0};
+    request(f->req, MG_OP_STATUS, 0, "", NULL, &r);
+    expect_status(&r, MG_OK);
+    {
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        json_t *j = NULL;
+        assert_int_equal(mg_jsonmp_read(&rd, &j), MG_OK);
+        assert_int_equal(json_integer_value(json_object_get(j, "node")), 1);
+        json_t *gs = json_object_get(j, "groups");
+        assert_int_equal(json_array_size(gs), 2);
+        for (size_t i = 0; i < 2; i++) {
+            json_t *g = json_array_get(gs, i);
+            assert_string_equal(json_string_value(json_object_get(g, "state")), "leader");
+            assert_int_equal(json_integer_value(json_object_get(g, "leader_id")), 1);
+            assert_true(json_integer_value(json_object_get(g, "applied")) > 0);
+            assert_true(json_is_true(json_object_get(g, "read_ready")));
+        }
+        json_t *g1 = json_array_get(gs, 0);
+        assert_string_equal(json_string_value(json_object_get(g1, "leader")), f->addrs[0]);
+        json_decref(j);
+    }
+    reply_free(&r);
+
+    /* CUBE_GET */
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "cube_id", "c1");
+    request(f->req, MG_OP_CUBE_GET, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_OK);
+    mg_cube cube = {0};
+    assert_int_equal(mg_cube_decode(r.rep.body, r.rep.body_len, &cube, NULL), MG_OK);
+    assert_string_equal(cube.cube_id, "c1");
+    assert_string_equal(cube.owner_id, "alice");
+    mg_cube_clear(&cube);
+    reply_free(&r);
+    body_free(&b);
+
+    /* CUBE_LIST: alice sees c1; bob sees nothing; internal sees c1. */
+    const char *users[] = {"alice", "bob", ""};
+    const uint32_t expect_n[] = {1, 0, 1};
+    for (int u = 0; u < 3; u++) {
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 0);
+        request(f->req, MG_OP_CUBE_LIST, 1, users[u], &b.sb, &r);
+        expect_status(&r, MG_OK);
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        uint32_t n;
+        assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+        assert_int_equal(n, expect_n[u]);
+        reply_free(&r);
+        body_free(&b);
+    }
+
+    /* MEM_COUNT */
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 20);
+
+    /* MEM_GET with and without the cube; one absent id is left out. */
+    for (int with_cube = 0; with_cube < 2; with_cube++) {
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 2);
+        mg_mp_pack_cstr(&b.pk, "cube_id");
+        with_cube ? mg_mp_pack_cstr(&b.pk, "c1") : msgpack_pack_nil(&b.pk);
+        mg_mp_pack_cstr(&b.pk, "ids");
+        msgpack_pack_array(&b.pk, 3);
+        uint8_t id[16];
+        make_id(id, 1, 3);
+        mg_mp_pack_binn(&b.pk, id, 16);
+        make_id(id, 1, 999);
+        mg_mp_pack_binn(&b.pk, id, 16);
+        make_id(id, 1, 7);
+        mg_mp_pack_binn(&b.pk, id, 16);
+        request(f->req, MG_OP_MEM_GET, 1, "alice", &b.sb, &r);
+        expect_status(&r, MG_OK);
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        json_t *j = NULL;
+        uint32_t n;
+        mg_mp_reader peek = rd;
+        assert_int_equal(mg_mp_read_array(&peek, &n), MG_OK);
+        assert_int_equal(n, 2);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t m;
+            assert_int_equal(mg_mp_read_map(&peek, &m), MG_OK);
+            assert_int_equal(m, 3);
+            for (uint32_t q = 0; q < m; q++) {
+                const char *k;
+                uint32_t kl;
+                assert_int_equal(mg_mp_read_str(&peek, &k, &kl), MG_OK);
+                if (KEYIS("record")) {
+                    const uint8_t *rec;
+                    uint32_t rl;
+                    mg_item it = {0};
+                    assert_int_equal(mg_mp_read_bin(&peek, &rec, &rl), MG_OK);
+                    assert_int_equal(mg_item_decode(rec, rl, &it, NULL), MG_OK);
+                    assert_string_equal(it.memory, i == 0 ? "memory 3 of c1" : "memory 7 of c1");
+                    mg_item_clear(&it);
+                } else if (KEYIS("vec")) {
+                    const uint8_t *v;
+                    uint32_t vl;
+                    float vec[DIM], want[DIM];
+                    assert_int_equal(mg_mp_read_bin(&peek, &v, &vl), MG_OK);
+                    assert_int_equal(vl, sizeof vec);
+                    memcpy(vec, v, sizeof vec);
+                    make_vec(want, i == 0 ? 3 : 7);
+                    assert_memory_equal(vec, want, sizeof vec);
+                } else if (KEYIS("cube_id")) {
+                    char cid[16];
+                    assert_int_equal(mg_mp_read_strcpy(&peek, cid, sizeof cid), MG_OK);
+                    assert_string_equal(cid, "c1");
+                } else {
+                    fail_msg("unexpected key");
+                }
+            }
+        }
+        (void)j;
+        reply_free(&r);
+        body_free(&b);
+    }
+
+    /* MEM_LIST: pages of 8 in id order, then a filter. */
+    uint8_t after[16];
+    bool have_after = false, more = true;
+    size_t listed = 0;
+    while (more) {
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 3);
+        kv_str(&b, "cube_id", "c1");
+        mg_mp_pack_cstr(&b.pk, "limit");
+        msgpack_pack_uint32(&b.pk, 8);
+        mg_mp_pack_cstr(&b.pk, "after");
+        have_after ? mg_mp_pack_binn(&b.pk, after, 16) : msgpack_pack_nil(&b.pk);
+        request(f->req, MG_OP_MEM_LIST, 1, "alice", &b.sb, &r);
+        expect_status(&r, MG_OK);
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        uint32_t n, arr;
+        assert_int_equal(mg_mp_read_map(&rd, &n), MG_OK);
+        for (uint32_t i = 0; i < n; i++) {
+            const char *k;
+            uint32_t kl;
+            assert_int_equal(mg_mp_read_str(&rd, &k, &kl), MG_OK);
+            if (KEYIS("records")) {
+                assert_int_equal(mg_mp_read_array(&rd, &arr), MG_OK);
+                assert_true(arr <= 8);
+                for (uint32_t q = 0; q < arr; q++) {
+                    const uint8_t *rec;
+                    uint32_t rl;
+                    mg_item it = {0};
+                    assert_int_equal(mg_mp_read_bin(&rd, &rec, &rl), MG_OK);
+                    assert_int_equal(mg_item_decode(rec, rl, &it, NULL), MG_OK);
+                    if (have_after)
+                        assert_true(memcmp(it.id, after, 16) > 0);
+                    memcpy(after, it.id, 16);
+                    have_after = true;
+                    mg_item_clear(&it);
+                    listed++;
+                }
+            } else {
+                assert_int_equal(mg_mp_read_bool(&rd, &more), MG_OK);
+            }
+        }
+        reply_free(&r);
+        body_free(&b);
+    }
+    assert_int_equal(listed, 20);
+
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", "c1");
+    mg_mp_pack_cstr(&b.pk, "filter");
+    json_t *flt = json_pack("{s:{s:i}}", "rank", "gte", 15);
+    mg_jsonmp_pack(&b.pk, flt);
+    json_decref(flt);
+    request(f->req, MG_OP_MEM_LIST, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_OK);
+    {
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        uint32_t n, arr;
+        assert_int_equal(mg_mp_read_map(&rd, &n), MG_OK);
+        assert_true(mg_mp_peek_str_eq(&rd, "records"));
+        mg_mp_skip(&rd);
+        assert_int_equal(mg_mp_read_array(&rd, &arr), MG_OK);
+        assert_int_equal(arr, 5);
+    }
+    reply_free(&r);
+    body_free(&b);
+
+    /* USER_GET after an internal user_put; users may read only themselves. */
+    mg_cmd uc = {.kind = MG_CMD_USER_PUT};
+    snprintf(uc.user.user_id, sizeof uc.user.user_id, "alice");
+    snprintf(uc.user.created_at, sizeof uc.user.created_at, "2026-01-01T10:00:00.000000");
+    write_cmds(f->req, 1, "", &uc, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    snprintf(uc.user.user_id, sizeof uc.user.user_id, "mallory");
+    uc.kind = MG_CMD_USER_PUT;
+    snprintf(uc.user.created_at, sizeof uc.user.created_at, "2026-01-01T10:00:00.000000");
+    write_cmds(f->req, 1, "mallory", &uc, 1, &r); /* not internal */
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    const char *readers[] = {"alice", "", "bob"};
+    const int expect_user[] = {MG_OK, MG_OK, MG_EPERM};
+    for (int u = 0; u < 3; u++) {
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 1);
+        kv_str(&b, "user_id", "alice");
+        request(f->req, MG_OP_USER_GET, 1, readers[u], &b.sb, &r);
+        expect_status(&r, expect_user[u]);
+        if (expect_user[u] == MG_OK) {
+            mg_user usr = {0};
+            assert_int_equal(mg_user_decode(r.rep.body, r.rep.body_len, &usr, NULL), MG_OK);
+            assert_string_equal(usr.user_id, "alice");
+            mg_user_clear(&usr);
+        }
+        reply_free(&r);
+        body_free(&b);
+    }
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "user_id", "mallory");
+    request(f->req, MG_OP_USER_GET, 1, "", &b.sb, &r);
+    expect_status(&r, MG_ENOTFOUND);
+    reply_free(&r);
+    body_free(&b);
+
+    /* mem_delete, then the count drops; mem_update of an absent memory is a
+     * per-command ENOTFOUND outcome. */
+    mg_cmd del = {.kind = MG_CMD_MEM_DELETE};
+    snprintf(del.cube_id, sizeof del.cube_id, "c1");
+    del.ids = malloc(2 * 16);
+    del.n_ids = 2;
+    make_id(del.ids[0], 1, 0);
+    make_id(del.ids[1], 1, 500);
+    mg_cmd upd;
+    cmd_mem_put(&upd, "c1", 1, 600, 1);
+    upd.kind = MG_CMD_MEM_UPDATE;
+    mg_cmd two[2] = {del, upd};
+    write_cmds(f->req, 1, "alice", two, 2, &r);
+    expect_status(&r, MG_OK);
+    int codes[2];
+    uint64_t counts[2];
+    assert_int_equal(outcomes(&r, codes, counts, 2), 2);
+    assert_int_equal(codes[0], MG_ENOTFOUND); /* one of the two ids is absent */
+    assert_int_equal(counts[0], 1);
+    assert_int_equal(codes[1], MG_ENOTFOUND);
+    reply_free(&r);
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 19);
+
+    fixture_free(f);
+}
+
+static void test_search(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1, 2};
+    fixture *f = fixture_new(ids, 2);
+    seed_cube(f, 1, "c1", 1, "alice", NULL, 30);
+    seed_cube(f, 1, "c2", 2, "alice", NULL, 30);
+    seed_cube(f, 2, "c3", 3, "alice", NULL, 30);
+    seed_cube(f, 2, "bobs", 4, "bob", NULL, 30);
+
+    float q[DIM];
+    make_vec(q, 5); /* item 5 of every cube is this exact vector */
+    const search_cube_arg cubes[] = {
+        {"c1", 1, NULL}, {"c2", 1, NULL}, {"c3", 2, NULL}, {"bobs", 2, NULL}, {"nope", 2, NULL}};
+    const uint64_t assign[] = {1, 2};
+    body b;
+    reply reps[4];
+    search_result res;
+
+    /* Survey: one answer, from node 1, for both groups. */
+    search_body(&b, q, 10, false, true, cubes, 5, assign, 2, 1);
+    size_t n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 4);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_OK);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_groups, 2);
+    assert_int_equal(res.n_missing, 0);
+    assert_int_equal(res.n_hits, 10);
+    /* The three exact matches come first (score ~1), from c1, c2 and c3. */
+    bool seen[3] = {false, false, false};
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(res.hits[i].score > 0.999);
+        assert_true(res.hits[i].cube < 3);
+        seen[res.hits[i].cube] = true;
+        char want[32];
+        snprintf(want, sizeof want, "memory 5 of %s", cubes[res.hits[i].cube].cube_id);
+        assert_string_equal(res.hits[i].item.memory, want);
+        assert_true(res.hits[i].has_vec);
+    }
+    assert_true(seen[0] && seen[1] && seen[2]);
+    for (size_t i = 1; i < res.n_hits; i++) {
+        assert_true(res.hits[i - 1].score >= res.hits[i].score);
+        assert_true(res.hits[i].cube != 3); /* bob's cube is never searched for alice */
+    }
+    /* bob's cube: EPERM; "nope": ENOTFOUND. */
+    assert_int_equal(res.n_errors, 2);
+    assert_int_equal(res.err_cube[0], 3);
+    assert_int_equal(res.err_status[0], MG_EPERM);
+    assert_int_equal(res.err_cube[1], 4);
+    assert_int_equal(res.err_status[1], MG_ENOTFOUND);
+    result_free(&res);
+    reply_free(&reps[0]);
+
+    /* A filter per cube, strong read, no vectors, k = 4, only group 1. */
+    const search_cube_arg filtered[] = {{"c1", 1, "{\"memory_type\": \"UserMemory\"}"},
+                                        {"c2", 1, "{\"and\": [{\"rank\": {\"lt\": 5}}]}"}};
+    search_body(&b, q, 4, true, false, filtered, 2, assign, 1, 1);
+    n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 4);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_OK);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_groups, 1);
+    assert_int_equal(res.groups[0], 1);
+    assert_int_equal(res.n_hits, 4);
+    for (size_t i = 0; i < res.n_hits; i++) {
+        assert_false(res.hits[i].has_vec);
+        json_t *rank = json_object_get(res.hits[i].item.metadata, "rank");
+        const char *type =
+            json_string_value(json_object_get(res.hits[i].item.metadata, "memory_type"));
+        if (res.hits[i].cube == 0)
+            assert_string_equal(type, "UserMemory");
+        else
+            assert_true(json_integer_value(rank) < 5);
+    }
+    result_free(&res);
+    reply_free(&reps[0]);
+
+    /* A bad filter is reported for its cube only. */
+    const search_cube_arg bad_filter[] = {{"c1", 1, "{\"rank\": {\"after\": 3}}"}, {"c2", 1, NULL}};
+    search_body(&b, q, 3, false, false, bad_filter, 2, assign, 1, 1);
+    n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 4);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_errors, 1);
+    assert_int_equal(res.err_cube[0], 0);
+    assert_int_equal(res.err_status[0], MG_EFILTER);
+    assert_int_equal(res.n_hits, 3);
+    for (size_t i = 0; i < res.n_hits; i++)
+        assert_int_equal(res.hits[i].cube, 1);
+    result_free(&res);
+    reply_free(&reps[0]);
+
+    /* Assigned to another node: this node stays silent. */
+    search_body(&b, q, 3, false, false, cubes, 3, assign, 2, 7);
+    n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 4);
+    assert_int_equal(n, 0);
+    /* Over rep the same request gets an empty answer. */
+    request(f->req, MG_OP_SEARCH, 0, "alice", &b.sb, &reps[0]);
+    expect_status(&reps[0], MG_OK);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_groups, 0);
+    assert_int_equal(res.n_hits, 0);
+    reply_free(&reps[0]);
+    body_free(&b);
+
+    /* A group this node does not host: missing, and the envelope says so. */
+    const uint64_t other[] = {42};
+    const search_cube_arg c42[] = {{"x", 42, NULL}};
+    search_body(&b, q, 3, false, false, c42, 1, other, 1, 1);
+    n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 4);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_ENOTFOUND);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_missing, 1);
+    assert_int_equal(res.missing_status[0], MG_ENOTFOUND);
+    reply_free(&reps[0]);
+
+    /* Node time for k = 10 over 1,000 memories of one cube (informative:
+     * performance is measured by bench/, not asserted here). */
+    for (unsigned from = 0; from < 1000; from += 250) {
+        mg_cmd put;
+        reply r = {0};
+        if (from == 0) {
+            mg_cmd both[2];
+            cmd_cube_create(&both[0], "big", "alice", NULL);
+            cmd_mem_put(&both[1], "big", 9, 0, 250);
+            write_cmds(f->req, 1, "alice", both, 2, &r);
+        } else {
+            cmd_mem_put(&put, "big", 9, from, 250);
+            write_cmds(f->req, 1, "alice", &put, 1, &r);
+        }
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+    }
+    const search_cube_arg big[] = {{"big", 1, NULL}};
+    search_body(&b, q, 10, false, false, big, 1, assign, 1, 1);
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 50; i++) {
+        uint64_t t0 = mg_clock_mono_ns();
+        request(f->req, MG_OP_SEARCH, 0, "alice", &b.sb, &reps[0]);
+        uint64_t dt = mg_clock_mono_ns() - t0;
+        best = dt < best ? dt : best;
+        expect_status(&reps[0], MG_OK);
+        if (i == 0) {
+            decode_result(&reps[0], &res);
+            assert_int_equal(res.n_hits, 10);
+            result_free(&res);
+        }
+        reply_free(&reps[0]);
+    }
+    printf("# search k=10 over 1000 memories (dim %d), round trip incl. inproc: best %.1f us\n",
+           DIM, (double)best / 1e3);
+    body_free(&b);
+    fixture_free(f);
+}
+
+static void test_unknown_and_access(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1};
+    fixture *f = fixture_new(ids, 1);
+    seed_cube(f, 1, "c1", 1, "alice", "carol", 5);
+    reply r = {0};
+    mg_cmd cmds[2];
+
+    /* Unknown group, for a write and a read. */
+    cmd_mem_put(&cmds[0], "c1", 1, 100, 1);
+    write_cmds(f->req, 99, "alice", cmds, 1, &r);
+    expect_status(&r, MG_ENOTFOUND);
+    assert_true(msg_has(&r, "group 99"));
+    reply_free(&r);
+    mem_count(f->req, 99, "alice", "c1", MG_ENOTFOUND);
+
+    /* Unknown cube: reads and writes, nothing created. */
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "cube_id", "nope");
+    request(f->req, MG_OP_MEM_COUNT, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_ENOTFOUND);
+    assert_true(msg_has(&r, "cube nope not found"));
+    reply_free(&r);
+    request(f->req, MG_OP_CUBE_GET, 1, "", &b.sb, &r);
+    expect_status(&r, MG_ENOTFOUND);
+    reply_free(&r);
+    body_free(&b);
+    cmd_mem_put(&cmds[0], "nope", 1, 100, 1);
+    write_cmds(f->req, 1, "alice", cmds, 1, &r);
+    expect_status(&r, MG_ENOTFOUND);
+    assert_true(msg_has(&r, "cube nope not found"));
+    reply_free(&r);
+
+    /* bob may not write to, read or delete alice's cube; nothing changes. */
+    cmd_mem_put(&cmds[0], "c1", 1, 100, 3);
+    write_cmds(f->req, 1, "bob", cmds, 1, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    mg_cmd cd = {.kind = MG_CMD_CUBE_DELETE};
+    snprintf(cd.cube_id, sizeof cd.cube_id, "c1");
+    write_cmds(f->req, 1, "bob", &cd, 1, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    /* ... nor create a cube for alice, nor put after creating his own cube
+     * in a batch that also touches hers: the whole batch is refused. */
+    cmd_cube_create(&cmds[0], "bob-new", "alice", NULL);
+    write_cmds(f->req, 1, "bob", cmds, 1, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    cmd_cube_create(&cmds[0], "bob", "bob", NULL);
+    cmd_mem_put(&cmds[1], "c1", 1, 200, 1);
+    write_cmds(f->req, 1, "bob", cmds, 2, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    mem_count(f->req, 1, "bob", "c1", MG_EPERM);
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 5);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "cube_id", "bob");
+    request(f->req, MG_OP_CUBE_GET, 1, "", &b.sb, &r);
+    expect_status(&r, MG_ENOTFOUND); /* the refused batch created nothing */
+    reply_free(&r);
+    body_free(&b);
+
+    /* carol (shared with) may write; the owner may delete. */
+    cmd_mem_put(&cmds[0], "c1", 1, 300, 2);
+    write_cmds(f->req, 1, "carol", cmds, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mem_count(f->req, 1, "carol", "c1", MG_OK), 7);
+
+    /* The default-cube pattern: [cube_create{bob, owner bob}, mem_put]; the
+     * second time the create is a per-command EEXIST and the put applies. */
+    for (int round = 0; round < 2; round++) {
+        int codes[2];
+        uint64_t counts[2];
+        cmd_cube_create(&cmds[0], "bob", "bob", NULL);
+        cmd_mem_put(&cmds[1], "bob", 4, (unsigned)round * 10, 2);
+        write_cmds(f->req, 1, "bob", cmds, 2, &r);
+        expect_status(&r, MG_OK);
+        assert_int_equal(outcomes(&r, codes, counts, 2), 2);
+        assert_int_equal(codes[0], round == 0 ? MG_OK : MG_EEXIST);
+        assert_int_equal(codes[1], MG_OK);
+        reply_free(&r);
+    }
+    assert_int_equal(mem_count(f->req, 1, "bob", "bob", MG_OK), 4);
+
+    snprintf(cd.cube_id, sizeof cd.cube_id, "c1");
+    cd.kind = MG_CMD_CUBE_DELETE;
+    write_cmds(f->req, 1, "carol", &cd, 1, &r); /* shared is not owner */
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    cd.kind = MG_CMD_CUBE_DELETE;
+    snprintf(cd.cube_id, sizeof cd.cube_id, "c1");
+    write_cmds(f->req, 1, "alice", &cd, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    mem_count(f->req, 1, "alice", "c1", MG_ENOTFOUND);
+    fixture_free(f);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1};
+    fixture *f = fixture_new(ids, 1);
+    seed_cube(f, 1, "c1", 1, "alice", NULL, 3);
+    reply r = {0};
+
+    /* Not msgpack at all. */
+    call_raw(f->req, "garbage!", 8, &r);
+    expect_status(&r, MG_ECORRUPT);
+    reply_free(&r);
+    /* Empty message. */
+    call_raw(f->req, "", 0, &r);
+    expect_status(&r, MG_ECORRUPT);
+    reply_free(&r);
+    /* An envelope with an unknown op, and one from a newer version. */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "op");
+    msgpack_pack_uint32(&pk, 99);
+    mg_mp_pack_cstr(&pk, "rid");
+    msgpack_pack_uint32(&pk, 5);
+    call_raw(f->req, sb.data, sb.size, &r);
+    expect_status(&r, MG_ECORRUPT);
+    reply_free(&r);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "v");
+    msgpack_pack_uint32(&pk, 9);
+    mg_mp_pack_cstr(&pk, "op");
+    msgpack_pack_uint32(&pk, MG_OP_STATUS);
+    call_raw(f->req, sb.data, sb.size, &r);
+    expect_status(&r, MG_EVERSION);
+    reply_free(&r);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Bodies: a write whose body is not a map, whose command is garbage, or
+     * has no commands; reads with missing or mistyped fields. */
+    body b;
+    body_init(&b);
+    msgpack_pack_uint32(&b.pk, 7);
+    request(f->req, MG_OP_WRITE, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_ECORRUPT);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "cmds");
+    msgpack_pack_array(&b.pk, 1);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "op", "mem_put");
+    request(f->req, MG_OP_WRITE, 1, "alice", &b.sb, &r);
+    assert_true(r.rep.status == MG_ECORRUPT || r.rep.status == MG_EINVAL);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "cmds");
+    msgpack_pack_array(&b.pk, 0);
+    request(f->req, MG_OP_WRITE, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "cube_id");
+    msgpack_pack_uint32(&b.pk, 12);
+    request(f->req, MG_OP_MEM_COUNT, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", "c1");
+    mg_mp_pack_cstr(&b.pk, "ids");
+    msgpack_pack_array(&b.pk, 1);
+    mg_mp_pack_binn(&b.pk, "short", 5);
+    request(f->req, MG_OP_MEM_GET, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", "c1");
+    mg_mp_pack_cstr(&b.pk, "filter");
+    json_t *flt = json_pack("{s:{s:i}}", "rank", "bogus", 1);
+    mg_jsonmp_pack(&b.pk, flt);
+    json_decref(flt);
+    request(f->req, MG_OP_MEM_LIST, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_EFILTER);
+    reply_free(&r);
+    body_free(&b);
+
+    /* Searches: a vector that is not float32s, NaN, k = 0; a write over the
+     * respondent socket. */
+    float q[DIM];
+    make_vec(q, 1);
+    const search_cube_arg cubes[] = {{"c1", 1, NULL}};
+    const uint64_t assign[] = {1};
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    mg_mp_pack_cstr(&b.pk, "vec");
+    mg_mp_pack_binn(&b.pk, q, 7);
+    mg_mp_pack_cstr(&b.pk, "k");
+    msgpack_pack_uint32(&b.pk, 3);
+    mg_mp_pack_cstr(&b.pk, "cubes");
+    msgpack_pack_array(&b.pk, 0);
+    mg_mp_pack_cstr(&b.pk, "assign");
+    msgpack_pack_array(&b.pk, 0);
+    request(f->req, MG_OP_SEARCH, 0, "alice", &b.sb, &r);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    body_free(&b);
+    q[2] = NAN;
+    search_body(&b, q, 3, false, false, cubes, 1, assign, 1, 1);
+    request(f->req, MG_OP_SEARCH, 0, "alice", &b.sb, &r);
+    expect_status(&r, MG_ENAN);
+    reply_free(&r);
+    body_free(&b);
+    make_vec(q, 1);
+    search_body(&b, q, 0, false, false, cubes, 1, assign, 1, 1);
+    request(f->req, MG_OP_SEARCH, 0, "alice", &b.sb, &r);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    reply reps[2];
+    size_t n = survey(f->surv, MG_OP_WRITE, "alice", &b.sb, reps, 2);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_EINVAL);
+    reply_free(&reps[0]);
+    body_free(&b);
+
+    /* Still fine afterwards, and nothing was written. */
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 3);
+    fixture_free(f);
+}
+
+/* Two nodes share group 5 (two voters): the follower answers NOT_LEADER with
+ * the leader's id and address; follower reads are allowed when asked. */
+static void *start_any_thread(void *arg);
+
+static void test_not_leader(void **state)
+{
+    (void)state;
+    fixture *f[2];
+    mg_group_peer peers[2];
+    for (int i = 0; i < 2; i++) {
+        f[i] = calloc(1, sizeof *f[i]);
+        f[i]->dir = tmpdir_new();
+        unsigned seq = ++url_seq;
+        snprintf(f[i]->rep_url, sizeof f[i]->rep_url, "inproc://node-test-rep-%u", seq);
+        snprintf(f[i]->resp_url, sizeof f[i]->resp_url, "inproc://node-test-resp-%u", seq);
+        snprintf(f[i]->addrs[0], MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
+        peers[i].id = (uint64_t)i + 1;
+        snprintf(peers[i].address, MG_ADDRESS_MAX, "%s", f[i]->addrs[0]);
+    }
+    for (int i = 0; i < 2; i++) {
+        f[i]->n_groups = 1;
+        f[i]->groups[0] = (mg_node_group){.group_id = 5,
+                                          .replica_id = (uint64_t)i + 1,
+                                          .address = f[i]->addrs[0],
+                                          .bootstrap = peers,
+                                          .n_bootstrap = 2};
+    }
+    /* Both start together: each waits until the group has a leader. */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, start_any_thread, f[1]), 0);
+    node_start(f[0], 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 2; i++)
+        clients_open(f[i]);
+
+    mg_node_group_status st[2];
+    for (int i = 0; i < 2; i++)
+        assert_true(mg_node_group_status_at(f[i]->node, 0, &st[i]));
+    int leader = st[0].raft_state == RAFT_LEADER ? 0 : 1, follower = 1 - leader;
+    /* The follower's snapshot may lag one loop turn behind the election. */
+    for (int tries = 0; st[follower].leader_id == 0 && tries < 100; tries++) {
+        usleep(10000);
+        mg_node_group_status_at(f[follower]->node, 0, &st[follower]);
+    }
+    assert_int_equal(st[leader].raft_state, RAFT_LEADER);
+    assert_int_equal(st[follower].leader_id, (uint64_t)leader + 1);
+
+    /* Write to the follower: NOT_LEADER with the hint, nothing applied. */
+    reply r = {0};
+    mg_cmd cmds[2];
+    cmd_cube_create(&cmds[0], "c5", "alice", NULL);
+    cmd_mem_put(&cmds[1], "c5", 5, 0, 4);
+    write_cmds(f[follower]->req, 5, "alice", cmds, 2, &r);
+    expect_status(&r, MG_ENOTLEADER);
+    assert_int_equal(r.rep.leader_id, (uint64_t)leader + 1);
+    assert_int_equal(r.rep.leader_len, strlen(peers[leader].address));
+    assert_memory_equal(r.rep.leader, peers[leader].address, r.rep.leader_len);
+    reply_free(&r);
+
+    /* To the leader: applied (after replication to the follower: quorum 2). */
+    cmd_cube_create(&cmds[0], "c5", "alice", NULL);
+    cmd_mem_put(&cmds[1], "c5", 5, 0, 4);
+    write_cmds(f[leader]->req, 5, "alice", cmds, 2, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+
+    /* Reads: the follower refuses by default, answers when told follower. */
+    mem_count(f[follower]->req, 5, "alice", "c5", MG_ENOTLEADER);
+    assert_int_equal(mem_count(f[leader]->req, 5, "alice", "c5", MG_OK), 4);
+    uint64_t count = 0;
+    for (int tries = 0; tries < 200 && count != 4; tries++) {
+        body b;
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 2);
+        kv_str(&b, "cube_id", "c5");
+        mg_mp_pack_cstr(&b.pk, "follower");
+        msgpack_pack_true(&b.pk);
+        request(f[follower]->req, MG_OP_MEM_COUNT, 5, "alice", &b.sb, &r);
+        if (r.rep.status == MG_OK) {
+            mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+            assert_int_equal(mg_mp_read_u64(&rd, &count), MG_OK);
+        } else {
+            expect_status(&r, MG_ENOTFOUND); /* not replicated yet */
+            usleep(10000);
+        }
+        reply_free(&r);
+        body_free(&b);
+    }
+    assert_int_equal(count, 4);
+
+    /* A search assigned to the follower: missing with the hint. */
+    float q[DIM];
+    make_vec(q, 1);
+    const search_cube_arg cubes[] = {{"c5", 5, NULL}};
+    const uint64_t assign[] = {5};
+    body b;
+    search_body(&b, q, 2, false, false, cubes, 1, assign, 1, (uint64_t)follower + 1);
+    reply reps[2];
+    size_t n = survey(f[follower]->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 2);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_ENOTLEADER);
+    assert_int_equal(reps[0].rep.leader_id, (uint64_t)leader + 1);
+    search_result res;
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_missing, 1);
+    assert_int_equal(res.missing_leader[0], (uint64_t)leader + 1);
+    reply_free(&reps[0]);
+    /* Strong search on the leader finds them. */
+    search_body(&b, q, 2, true, false, cubes, 1, assign, 1, (uint64_t)leader + 1);
+    n = survey(f[leader]->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 2);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    expect_status(&reps[0], MG_OK);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_hits, 2);
+    assert_string_equal(res.hits[0].item.memory, "memory 1 of c5");
+    result_free(&res);
+    reply_free(&reps[0]);
+
+    for (int i = 0; i < 2; i++) {
+        clients_close(f[i]);
+        mg_node_stop(f[i]->node);
+        tmpdir_free(f[i]->dir);
+        free(f[i]);
+    }
+}
+
+/* Three nodes share group 7; the leader's node stops; a new leader is elected
+ * and serves every acknowledged write (a new leader reads only after its
+ * catch-up barrier). */
+static void *start_any_thread(void *arg)
+{
+    node_start(arg, ((fixture *)arg)->groups[0].replica_id);
+    return NULL;
+}
+
+static void test_failover(void **state)
+{
+    (void)state;
+    fixture *f[3];
+    mg_group_peer peers[3];
+    for (int i = 0; i < 3; i++) {
+        f[i] = calloc(1, sizeof *f[i]);
+        f[i]->dir = tmpdir_new();
+        unsigned seq = ++url_seq;
+        snprintf(f[i]->rep_url, sizeof f[i]->rep_url, "inproc://node-test-rep-%u", seq);
+        snprintf(f[i]->resp_url, sizeof f[i]->resp_url, "inproc://node-test-resp-%u", seq);
+        snprintf(f[i]->addrs[0], MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
+        peers[i].id = (uint64_t)i + 1;
+        snprintf(peers[i].address, MG_ADDRESS_MAX, "%s", f[i]->addrs[0]);
+    }
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        f[i]->n_groups = 1;
+        f[i]->groups[0] = (mg_node_group){.group_id = 7,
+                                          .replica_id = (uint64_t)i + 1,
+                                          .address = f[i]->addrs[0],
+                                          .bootstrap = peers,
+                                          .n_bootstrap = 3};
+        assert_int_equal(pthread_create(&th[i], NULL, start_any_thread, f[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        clients_open(f[i]);
+    }
+    int leader = -1;
+    for (int i = 0; i < 3; i++) {
+        mg_node_group_status st;
+        mg_node_group_status_at(f[i]->node, 0, &st);
+        if (st.raft_state == RAFT_LEADER)
+            leader = i;
+    }
+    assert_true(leader >= 0);
+    reply r = {0};
+    mg_cmd cmds[2];
+    cmd_cube_create(&cmds[0], "c7", "alice", NULL);
+    cmd_mem_put(&cmds[1], "c7", 7, 0, 5);
+    write_cmds(f[leader]->req, 7, "alice", cmds, 2, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    for (unsigned i = 1; i < 6; i++) {
+        cmd_mem_put(&cmds[0], "c7", 7, i * 10, 5);
+        write_cmds(f[leader]->req, 7, "alice", cmds, 1, &r);
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+    }
+    clients_close(f[leader]);
+    mg_node_stop(f[leader]->node);
+    f[leader]->node = NULL;
+
+    /* A survivor takes over; its first answer already holds all 30. */
+    uint64_t t0 = mg_clock_mono_ns();
+    int next = -1;
+    while (next < 0 && mg_clock_mono_ns() - t0 < 10000000000u) {
+        for (int i = 0; i < 3; i++) {
+            mg_node_group_status st;
+            if (i != leader && mg_node_group_status_at(f[i]->node, 0, &st) &&
+                st.raft_state == RAFT_LEADER)
+                next = i;
+        }
+        usleep(5000);
+    }
+    assert_true(next >= 0);
+    printf("# new leader after %.0f ms\n", (double)(mg_clock_mono_ns() - t0) / 1e6);
+    uint64_t count = UINT64_MAX;
+    for (int tries = 0; tries < 500; tries++) {
+        body b;
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 1);
+        kv_str(&b, "cube_id", "c7");
+        request(f[next]->req, MG_OP_MEM_COUNT, 7, "alice", &b.sb, &r);
+        body_free(&b);
+        if (r.rep.status == MG_OK) {
+            mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+            assert_int_equal(mg_mp_read_u64(&rd, &count), MG_OK);
+            reply_free(&r);
+            break;
+        }
+        expect_status(&r, MG_EBUSY); /* catching up: the only other answer allowed */
+        reply_free(&r);
+        usleep(2000);
+    }
+    assert_int_equal(count, 30);
+    /* And the new leader takes writes. */
+    cmd_mem_put(&cmds[0], "c7", 7, 100, 1);
+    write_cmds(f[next]->req, 7, "alice", cmds, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    for (int i = 0; i < 3; i++) {
+        if (i != leader) {
+            clients_close(f[i]);
+            mg_node_stop(f[i]->node);
+        }
+        tmpdir_free(f[i]->dir);
+        free(f[i]);
+    }
+}
+
+/* A group with two voters where the other one never shows up: no leader. */
+static void test_no_quorum(void **state)
+{
+    (void)state;
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_new();
+    unsigned seq = ++url_seq;
+    snprintf(f->rep_url, sizeof f->rep_url, "inproc://node-test-rep-%u", seq);
+    snprintf(f->resp_url, sizeof f->resp_url, "inproc://node-test-resp-%u", seq);
+    mg_group_peer peers[2] = {{.id = 1}, {.id = 2}};
+    snprintf(peers[0].address, MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
+    snprintf(peers[1].address, MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
+    f->groups[0] = (mg_node_group){.group_id = 3,
+                                   .replica_id = 1,
+                                   .address = peers[0].address,
+                                   .bootstrap = peers,
+                                   .n_bootstrap = 2};
+    mg_node_config cfg = {.data_dir = f->dir,
+                          .node_id = 1,
+                          .rep_url = f->rep_url,
+                          .groups = f->groups,
+                          .n_groups = 1};
+    mg_error err = {0};
+    assert_int_equal(mg_node_start(&cfg, &f->node, &err), MG_OK);
+    assert_int_equal(mg_node_wait_ready(f->node, 300, &err), MG_ETIMEDOUT);
+    assert_non_null(strstr(err.msg, "group 3"));
+    assert_false(mg_node_ready(f->node));
+    assert_int_equal(nng_req0_open(&f->req), 0);
+    assert_int_equal(nng_socket_set_ms(f->req, NNG_OPT_RECVTIMEO, 10000), 0);
+    assert_int_equal(nng_dial(f->req, f->rep_url, NULL, 0), 0);
+    reply r = {0};
+    mg_cmd c;
+    cmd_cube_create(&c, "c", "alice", NULL);
+    write_cmds(f->req, 3, "alice", &c, 1, &r);
+    expect_status(&r, MG_ENOTLEADER);
+    assert_int_equal(r.rep.leader_id, 0);
+    reply_free(&r);
+    nng_close(f->req);
+    mg_node_stop(f->node);
+    tmpdir_free(f->dir);
+    free(f);
+}
+
+/* Concurrent writers over their own req sockets: every write acknowledged,
+ * every memory there (exercises batching on the loop). */
+typedef struct writer_arg {
+    fixture *f;
+    unsigned w;
+    int failures;
+} writer_arg;
+
+static void *writer_main(void *p)
+{
+    writer_arg *a = p;
+    nng_socket s;
+    if (nng_req0_open(&s) != 0 || nng_dial(s, a->f->rep_url, NULL, 0) != 0) {
+        a->failures++;
+        return NULL;
+    }
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000);
+    for (unsigned i = 0; i < 25; i++) {
+        mg_cmd c;
+        reply r = {0};
+        cmd_mem_put(&c, "shared", 1, a->w * 100 + i, 1);
+        write_cmds(s, 1, "alice", &c, 1, &r);
+        if (r.rep.status != MG_OK)
+            a->failures++;
+        reply_free(&r);
+    }
+    nng_close(s);
+    return NULL;
+}
+
+static void test_concurrent_writes(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1};
+    fixture *f = fixture_new(ids, 1);
+    seed_cube(f, 1, "shared", 1, "alice", NULL, 1); /* item 0 */
+    pthread_t th[4];
+    writer_arg args[4];
+    for (unsigned i = 0; i < 4; i++) {
+        args[i] = (writer_arg){.f = f, .w = i + 1};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_main, &args[i]), 0);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    assert_int_equal(mem_count(f->req, 1, "alice", "shared", MG_OK), 101);
+    fixture_free(f);
+}
+
+/* Every acknowledged write survives a stop and a start on the same data. */
+static void test_restart(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1, 2};
+    fixture *f = fixture_new(ids, 2);
+    seed_cube(f, 1, "c1", 1, "alice", NULL, 10);
+    seed_cube(f, 2, "c2", 2, "alice", NULL, 10);
+    for (unsigned i = 0; i < 10; i++) {
+        mg_cmd c;
+        reply r = {0};
+        cmd_mem_put(&c, i % 2 ? "c2" : "c1", i % 2 ? 2 : 1, 100 + i * 10, 3);
+        write_cmds(f->req, i % 2 ? 2 : 1, "alice", &c, 1, &r);
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+    }
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 25);
+    clients_close(f);
+    mg_node_stop(f->node);
+    f->node = NULL;
+
+    node_start(f, 1);
+    clients_open(f);
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 25);
+    assert_int_equal(mem_count(f->req, 2, "alice", "c2", MG_OK), 25);
+    float q[DIM];
+    make_vec(q, 3);
+    const search_cube_arg cubes[] = {{"c1", 1, NULL}, {"c2", 2, NULL}};
+    const uint64_t assign[] = {1, 2};
+    body b;
+    reply reps[2];
+    search_result res;
+    search_body(&b, q, 5, false, false, cubes, 2, assign, 2, 1);
+    size_t n = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 2);
+    body_free(&b);
+    assert_int_equal(n, 1);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_groups, 2);
+    assert_int_equal(res.n_hits, 5);
+    assert_true(res.hits[0].score > 0.999);
+    result_free(&res);
+    reply_free(&reps[0]);
+    /* And it still takes writes. */
+    mg_cmd c;
+    reply r = {0};
+    cmd_mem_put(&c, "c1", 1, 900, 1);
+    write_cmds(f->req, 1, "alice", &c, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mem_count(f->req, 1, "alice", "c1", MG_OK), 26);
+    fixture_free(f);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    mg_node *n = NULL;
+    mg_error err = {0};
+    mg_node_config cfg = {.data_dir = "/tmp", .rep_url = NULL};
+    assert_int_equal(mg_node_start(&cfg, &n, &err), MG_EINVAL);
+    /* A URL that cannot be listened on: nothing is left running. */
+    char *dir = tmpdir_new();
+    cfg = (mg_node_config){.data_dir = dir, .rep_url = "bogus://nowhere"};
+    assert_int_not_equal(mg_node_start(&cfg, &n, &err), MG_OK);
+    assert_non_null(strstr(err.msg, "bogus://nowhere"));
+    /* A group listed twice; two groups on one raft address (the second
+     * cannot listen): errors, and the first group is closed again. */
+    char addr[MG_ADDRESS_MAX];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
+    mg_group_peer p1 = {.id = 1}, p2 = {.id = 1};
+    snprintf(p1.address, sizeof p1.address, "%s", addr);
+    snprintf(p2.address, sizeof p2.address, "%s", addr);
+    mg_node_group groups[2] = {
+        {.group_id = 1, .replica_id = 1, .address = addr, .bootstrap = &p1, .n_bootstrap = 1},
+        {.group_id = 1, .replica_id = 1, .address = addr, .bootstrap = &p2, .n_bootstrap = 1}};
+    cfg = (mg_node_config){
+        .data_dir = dir, .rep_url = "inproc://node-test-bad", .groups = groups, .n_groups = 2};
+    assert_int_equal(mg_node_start(&cfg, &n, &err), MG_EINVAL);
+    groups[1].group_id = 2;
+    assert_int_not_equal(mg_node_start(&cfg, &n, &err), MG_OK);
+    assert_non_null(strstr(err.msg, "group 2"));
+    /* The same data directory opens fine afterwards. */
+    cfg.n_groups = 1;
+    assert_int_equal(mg_node_start(&cfg, &n, &err), MG_OK);
+    assert_int_equal(mg_node_wait_ready(n, 5000, &err), MG_OK);
+    mg_node_stop(n);
+    mg_node_stop(NULL);
+    tmpdir_free(dir);
+}
+
+/* A request still queued when its deadline passes is answered ETIMEDOUT:
+ * one worker is kept busy listing 10,000 memories while a count with a 1 ms
+ * deadline waits behind it. */
+typedef struct lister_arg {
+    fixture *f;
+    int status;
+} lister_arg;
+
+static void *lister_main(void *p)
+{
+    lister_arg *a = p;
+    nng_socket s;
+    reply r = {0};
+    body b;
+    assert_int_equal(nng_req0_open(&s), 0);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000);
+    assert_int_equal(nng_dial(s, a->f->rep_url, NULL, 0), 0);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", "big");
+    mg_mp_pack_cstr(&b.pk, "limit");
+    msgpack_pack_uint32(&b.pk, 10000);
+    request(s, MG_OP_MEM_LIST, 1, "alice", &b.sb, &r);
+    a->status = r.rep.status;
+    reply_free(&r);
+    body_free(&b);
+    nng_close(s);
+    return NULL;
+}
+
+static void test_deadline(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1};
+    fixture *f = fixture_new_workers(ids, 1, 1);
+    seed_cube(f, 1, "big", 1, "alice", NULL, 2500);
+    for (unsigned from = 2500; from < 10000; from += 2500) {
+        mg_cmd c;
+        reply r = {0};
+        cmd_mem_put(&c, "big", 1, from, 2500);
+        write_cmds(f->req, 1, "alice", &c, 1, &r);
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+    }
+    bool timed_out = false;
+    for (int attempt = 0; attempt < 5 && !timed_out; attempt++) {
+        pthread_t th;
+        lister_arg la = {.f = f};
+        assert_int_equal(pthread_create(&th, NULL, lister_main, &la), 0);
+        usleep(3000); /* the listing is running on the only worker */
+        body b;
+        reply r = {0};
+        body_init(&b);
+        msgpack_pack_map(&b.pk, 1);
+        kv_str(&b, "cube_id", "big");
+        request_deadline(f->req, MG_OP_MEM_COUNT, 1, "alice", &b.sb, 1, &r);
+        assert_true(r.rep.status == MG_OK || r.rep.status == MG_ETIMEDOUT);
+        timed_out = r.rep.status == MG_ETIMEDOUT;
+        reply_free(&r);
+        body_free(&b);
+        pthread_join(th, NULL);
+        assert_int_equal(la.status, MG_OK);
+    }
+    assert_true(timed_out);
+    assert_int_equal(mem_count(f->req, 1, "alice", "big", MG_OK), 10000);
+    fixture_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_write_and_reads),
+        cmocka_unit_test(test_search),
+        cmocka_unit_test(test_unknown_and_access),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_not_leader),
+        cmocka_unit_test(test_failover),
+        cmocka_unit_test(test_no_quorum),
+        cmocka_unit_test(test_concurrent_writes),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_restart),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
