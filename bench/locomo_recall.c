@@ -18,11 +18,11 @@
  * tokenizer, stop words and stemmer), k1 = 1.2, b = 0.75,
  * idf = ln(1 + (N - df + 0.5) / (df + 0.5)), each query term occurrence summed.
  */
+#include "bench/locomo.h"
 #include "lib/clock.h"
 #include "lib/error.h"
 #include "router/embed_hash.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -30,25 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_EVIDENCE 32
 #define NUM_K 3
 static const size_t k_values[NUM_K] = {1, 5, 10};
-
-struct question {
-    char *text;
-    size_t evidence[MAX_EVIDENCE]; /* turn indices */
-    size_t nevidence;
-};
-
-struct conversation {
-    char *name;
-    char **turn_ids; /* "D1:3" */
-    char **turns;    /* memory text */
-    size_t nturns;
-    struct question *questions;
-    size_t nquestions;
-    size_t skipped; /* questions without a resolvable evidence turn */
-};
 
 struct options {
     const char *data_dir;
@@ -68,253 +51,6 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s);
-    char *d = xmalloc(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
-
-/* ---- loading ---- */
-
-struct session_ref {
-    unsigned number;
-    json_t *turns;
-    const char *date;
-};
-
-static int session_cmp(const void *a, const void *b)
-{
-    const struct session_ref *x = a, *y = b;
-    return (x->number > y->number) - (x->number < y->number);
-}
-
-/* "session_12" -> 12; anything else (session_12_date_time, ...) -> 0. */
-static unsigned session_number(const char *key)
-{
-    unsigned n = 0;
-    int used = 0;
-    if (sscanf(key, "session_%u%n", &n, &used) != 1 || key[used] != '\0')
-        return 0;
-    return n;
-}
-
-static long find_turn(const struct conversation *c, unsigned session, unsigned turn)
-{
-    char id[32];
-    snprintf(id, sizeof id, "D%u:%u", session, turn);
-    for (size_t i = 0; i < c->nturns; i++)
-        if (strcmp(c->turn_ids[i], id) == 0)
-            return (long)i;
-    return -1;
-}
-
-/* Evidence strings are mostly "D1:3", but some are malformed: "D8:6; D9:17",
- * "D:11:26", "D". Each 'D' starts an id made of the next two numbers. */
-static void parse_evidence(struct conversation *c, const char *ev, struct question *q)
-{
-    const char *p = ev;
-    while ((p = strchr(p, 'D')) != NULL) {
-        unsigned num[2];
-        int got = 0;
-        p++;
-        while (*p && *p != 'D' && got < 2) {
-            if (*p >= '0' && *p <= '9') {
-                unsigned v = 0;
-                while (*p >= '0' && *p <= '9')
-                    v = v * 10 + (unsigned)(*p++ - '0');
-                num[got++] = v;
-            } else {
-                p++;
-            }
-        }
-        if (got < 2)
-            continue;
-        long t = find_turn(c, num[0], num[1]);
-        if (t < 0 || q->nevidence == MAX_EVIDENCE)
-            continue;
-        bool dup = false;
-        for (size_t i = 0; i < q->nevidence; i++)
-            dup |= q->evidence[i] == (size_t)t;
-        if (!dup)
-            q->evidence[q->nevidence++] = (size_t)t;
-    }
-}
-
-static char *turn_text(const struct options *o, json_t *turn, const char *date)
-{
-    const char *speaker = json_string_value(json_object_get(turn, "speaker"));
-    const char *text = json_string_value(json_object_get(turn, "text"));
-    const char *caption = json_string_value(json_object_get(turn, "blip_caption"));
-    if (speaker == NULL || text == NULL)
-        return NULL;
-    if (!o->captions)
-        caption = NULL;
-    if (!o->dates || date == NULL)
-        date = NULL;
-    size_t n = strlen(speaker) + strlen(text) + (caption ? strlen(caption) : 0) +
-               (date ? strlen(date) : 0) + 64;
-    char *s = xmalloc(n);
-    snprintf(s, n, "%s: %s%s%s%s%s%s%s", speaker, text, caption ? " [shares a photo: " : "",
-             caption ? caption : "", caption ? "]" : "", date ? " [" : "", date ? date : "",
-             date ? "]" : "");
-    return s;
-}
-
-static int load_conversation(const struct options *o, const char *path, struct conversation *c)
-{
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (root == NULL) {
-        fprintf(stderr, "locomo_recall: %s:%d: %s\n", path, jerr.line, jerr.text);
-        return -1;
-    }
-    size_t nsessions = 0, cap = json_object_size(root);
-    struct session_ref *sessions = xmalloc(cap * sizeof *sessions);
-    const char *key;
-    json_t *value;
-    json_object_foreach(root, key, value)
-    {
-        unsigned n = session_number(key);
-        if (n == 0 || !json_is_array(value))
-            continue;
-        char dkey[64];
-        snprintf(dkey, sizeof dkey, "session_%u_date_time", n);
-        sessions[nsessions].number = n;
-        sessions[nsessions].turns = value;
-        sessions[nsessions].date = json_string_value(json_object_get(root, dkey));
-        nsessions++;
-    }
-    qsort(sessions, nsessions, sizeof *sessions, session_cmp);
-
-    size_t total = 0;
-    for (size_t s = 0; s < nsessions; s++)
-        total += json_array_size(sessions[s].turns);
-    c->turn_ids = xmalloc(total * sizeof *c->turn_ids);
-    c->turns = xmalloc(total * sizeof *c->turns);
-    c->nturns = 0;
-    for (size_t s = 0; s < nsessions; s++) {
-        size_t i;
-        json_t *turn;
-        json_array_foreach(sessions[s].turns, i, turn)
-        {
-            const char *id = json_string_value(json_object_get(turn, "dia_id"));
-            char *text = turn_text(o, turn, sessions[s].date);
-            if (id == NULL || text == NULL) {
-                free(text);
-                continue;
-            }
-            c->turn_ids[c->nturns] = xstrdup(id);
-            c->turns[c->nturns] = text;
-            c->nturns++;
-        }
-    }
-    free(sessions);
-
-    json_t *qa = json_object_get(root, "qa");
-    c->questions = xmalloc((json_array_size(qa) + 1) * sizeof *c->questions);
-    c->nquestions = 0;
-    c->skipped = 0;
-    size_t i;
-    json_t *item;
-    json_array_foreach(qa, i, item)
-    {
-        const char *text = json_string_value(json_object_get(item, "question"));
-        json_t *evidence = json_object_get(item, "evidence");
-        if (text == NULL || json_array_size(evidence) == 0)
-            continue;
-        struct question *q = &c->questions[c->nquestions];
-        q->nevidence = 0;
-        size_t j;
-        json_t *ev;
-        json_array_foreach(evidence, j, ev)
-        {
-            if (json_is_string(ev))
-                parse_evidence(c, json_string_value(ev), q);
-        }
-        if (q->nevidence == 0) {
-            c->skipped++;
-            continue;
-        }
-        q->text = xstrdup(text);
-        c->nquestions++;
-    }
-    json_decref(root);
-    return 0;
-}
-
-static void free_conversation(struct conversation *c)
-{
-    for (size_t i = 0; i < c->nturns; i++) {
-        free(c->turn_ids[i]);
-        free(c->turns[i]);
-    }
-    for (size_t i = 0; i < c->nquestions; i++)
-        free(c->questions[i].text);
-    free(c->turn_ids);
-    free(c->turns);
-    free(c->questions);
-    free(c->name);
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Loads every *.json in dir, in name order. */
-static struct conversation *load_all(const struct options *o, size_t *count)
-{
-    DIR *d = opendir(o->data_dir);
-    if (d == NULL) {
-        fprintf(stderr, "locomo_recall: cannot open %s (use --data DIR)\n", o->data_dir);
-        return NULL;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **grown = xmalloc(cap * sizeof *grown);
-            if (n)
-                memcpy(grown, names, n * sizeof *grown);
-            free(names);
-            names = grown;
-        }
-        names[n++] = xstrdup(de->d_name);
-    }
-    closedir(d);
-    if (n == 0) {
-        fprintf(stderr, "locomo_recall: no .json files in %s\n", o->data_dir);
-        free(names);
-        return NULL;
-    }
-    qsort(names, n, sizeof *names, name_cmp);
-    struct conversation *convs = xmalloc(n * sizeof *convs);
-    for (size_t i = 0; i < n; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", o->data_dir, names[i]);
-        if (load_conversation(o, path, &convs[i]) != 0) {
-            for (size_t j = 0; j < i; j++)
-                free_conversation(&convs[j]);
-            for (size_t j = i; j < n; j++)
-                free(names[j]);
-            free(names);
-            free(convs);
-            return NULL;
-        }
-        convs[i].name = names[i];
-    }
-    free(names);
-    *count = n;
-    return convs;
-}
-
 /* ---- ranking ---- */
 
 /* Position of turn `d` when turns are sorted by score descending, ties by
@@ -328,7 +64,8 @@ static size_t rank_of(const double *score, size_t n, size_t d)
     return r;
 }
 
-static void count_hits(const struct question *q, const double *score, size_t n, size_t hits[NUM_K])
+static void count_hits(const mg_locomo_question *q, const double *score, size_t n,
+                       size_t hits[NUM_K])
 {
 
     size_t best = n;
@@ -360,7 +97,7 @@ static void embed_or_die(const char *text, int role, float *out, uint32_t dim)
     }
 }
 
-static void eval_hash(const struct conversation *c, uint32_t dim, struct hash_result *res)
+static void eval_hash(const mg_locomo_conv *c, uint32_t dim, struct hash_result *res)
 {
     float *docs = xmalloc(c->nturns * dim * sizeof *docs);
     float *query = xmalloc(dim * sizeof *query);
@@ -517,7 +254,7 @@ static size_t tf_in(const size_t *ids, size_t n, size_t id)
     return hi - lo + 1;
 }
 
-static void eval_bm25(const struct conversation *c, size_t hits[NUM_K])
+static void eval_bm25(const mg_locomo_conv *c, size_t hits[NUM_K])
 {
     struct vocab vocab = {0};
     size_t **doc_ids = xmalloc(c->nturns * sizeof *doc_ids);
@@ -622,9 +359,14 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &o) != 0)
         return 1;
     size_t nconv = 0;
-    struct conversation *convs = load_all(&o, &nconv);
-    if (convs == NULL)
+    mg_locomo_conv *convs = NULL;
+    mg_locomo_options lo = {o.captions, o.dates};
+    mg_error err;
+    mg_error_clear(&err);
+    if (mg_locomo_load(o.data_dir, &lo, &convs, &nconv, &err) != MG_OK) {
+        fprintf(stderr, "locomo_recall: %s\n", err.msg);
         return 1;
+    }
 
     struct hash_result hr = {{0}, 0, 0};
     size_t bm25_hits[NUM_K] = {0};
@@ -673,8 +415,6 @@ int main(int argc, char **argv)
                bm25_recall[1], bm25_recall[2]);
         printf("hash embedder: %.2f us per text (%zu texts)\n", us_per_text, hr.embedded);
     }
-    for (size_t i = 0; i < nconv; i++)
-        free_conversation(&convs[i]);
-    free(convs);
+    mg_locomo_free(convs, nconv);
     return 0;
 }
