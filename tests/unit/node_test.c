@@ -79,6 +79,7 @@ typedef struct fixture {
     mg_node *node;
     nng_socket req, surv;
     unsigned workers; /* 0 = default */
+    const mg_group_tunables *tunables; /* NULL = default */
 } fixture;
 
 static void node_start(fixture *f, uint64_t node_id)
@@ -91,6 +92,7 @@ static void node_start(fixture *f, uint64_t node_id)
         .groups = f->groups,
         .n_groups = f->n_groups,
         .search_workers = f->workers,
+        .tunables = f->tunables,
     };
     mg_error err = {0};
     uint64_t t0 = mg_clock_mono_ns();
@@ -1244,8 +1246,16 @@ static void test_not_leader(void **state)
     (void)state;
     fixture *f[2];
     mg_group_peer peers[2];
+    /* This test needs one leader for its whole length: on a loaded machine
+     * (CI runs tests two at a time on two cores) a late heartbeat under the
+     * default 400 ms election timeout can move leadership mid-test. */
+    static mg_group_tunables steady;
+    mg_group_tunables_default(&steady);
+    steady.election_timeout_ms = 3000;
+    steady.heartbeat_timeout_ms = 100;
     for (int i = 0; i < 2; i++) {
         f[i] = calloc(1, sizeof *f[i]);
+        f[i]->tunables = &steady;
         f[i]->dir = tmpdir_new();
         unsigned seq = ++url_seq;
         snprintf(f[i]->rep_url, sizeof f[i]->rep_url, "inproc://node-test-rep-%u", seq);
