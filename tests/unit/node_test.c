@@ -1251,7 +1251,7 @@ static void test_not_leader(void **state)
      * default 400 ms election timeout can move leadership mid-test. */
     static mg_group_tunables steady;
     mg_group_tunables_default(&steady);
-    steady.election_timeout_ms = 3000;
+    steady.election_timeout_ms = 1500;
     steady.heartbeat_timeout_ms = 100;
     for (int i = 0; i < 2; i++) {
         f[i] = calloc(1, sizeof *f[i]);
