@@ -8,7 +8,7 @@ DEB_PKGS = build-essential cmake pkg-config \
 	libraft-dev libuv1-dev libnng-dev libmsgpack-dev liblmdb-dev \
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libcmocka-dev
 
-.PHONY: all deps build test bench clean format help
+.PHONY: all deps build test bench clean format help serve
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make build  configure and build into $(BUILD)/"
 	@echo "make test   deps + build + ctest --output-on-failure"
 	@echo "make bench  build and run the benchmarks in bench/"
+	@echo "make serve  deps + build + run memgrid on 127.0.0.1:8000 (SERVE_ARGS=\"--data DIR --listen HOST:PORT\")"
 	@echo "make format clang-format every C file in place"
 
 deps:
@@ -40,6 +41,9 @@ build:
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+serve: deps build
+	./$(BUILD)/memgrid serve $(SERVE_ARGS)
 
 bench: build
 	$(BUILD)/bench/index_bench

@@ -1,0 +1,17 @@
+/* The memgrid binary's subcommands (DESIGN §2). Each takes the arguments
+ * after its name and returns the process exit code: 0 ok, 1 runtime failure,
+ * 2 usage error. */
+#ifndef MG_CMD_MEMGRID_H
+#define MG_CMD_MEMGRID_H
+
+#ifndef MEMGRID_VERSION
+#define MEMGRID_VERSION "0.1.0"
+#endif
+
+#define MG_EXIT_OK 0
+#define MG_EXIT_FAILURE 1
+#define MG_EXIT_USAGE 2
+
+int mg_cmd_serve(int argc, char **argv);
+
+#endif

@@ -1,0 +1,788 @@
+#include "client.h"
+
+#include "../lib/log.h"
+#include "../lib/mp.h"
+
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/survey0/survey.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+/* A context and its aio, reused across calls. */
+typedef struct slot {
+    nng_ctx ctx;
+    nng_aio *aio;
+    struct slot *next;
+} slot;
+
+typedef struct slot_pool {
+    nng_socket sock;
+    pthread_mutex_t lock;
+    slot *free;
+    bool closed;
+} slot_pool;
+
+typedef struct node_conn {
+    uint64_t id;
+    slot_pool req;
+} node_conn;
+
+/* nng's surveyor queues at most 8 surveys per pipe that are waiting to go
+ * on the wire and silently drops the next ones (best-effort broadcast). A
+ * burst of concurrent searches would lose surveys. So the client spreads
+ * surveys over several surveyor sockets (each with its own pipes) and lets
+ * each carry at most SURVEY_INFLIGHT surveys at a time; more wait for a
+ * free place rather than be dropped. */
+#define SURVEY_SOCKETS 4
+#define SURVEY_INFLIGHT 8
+
+struct mg_client {
+    node_conn *nodes;
+    size_t n_nodes;
+    slot_pool survey[SURVEY_SOCKETS];
+    int survey_inflight[SURVEY_SOCKETS];
+    unsigned survey_next;
+    pthread_mutex_t survey_lock;
+    pthread_cond_t survey_free;
+    uint64_t slot_group[MG_ROUTER_SLOTS];
+    _Atomic int leader[MG_ROUTER_GROUPS_MAX]; /* group → index in nodes */
+    _Atomic uint64_t next_rid;
+    unsigned call_timeout_ms;
+    unsigned survey_timeout_ms;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int nng_to_mg(int rv)
+{
+    switch (rv) {
+    case 0:
+        return MG_OK;
+    case NNG_ENOMEM:
+        return MG_ENOMEM;
+    case NNG_ETIMEDOUT:
+        return MG_ETIMEDOUT;
+    case NNG_ECLOSED:
+    case NNG_ECANCELED:
+        return MG_ESHUTDOWN;
+    default:
+        return MG_EUNAVAIL;
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* msgpack writer appending to an nng message: the request is packed straight
+ * into the buffer nng sends. */
+static int msg_write(void *data, const char *buf, size_t len)
+{
+    return nng_msg_append((nng_msg *)data, buf, len) == 0 ? 0 : -1;
+}
+
+static int pool_init(slot_pool *p)
+{
+    p->free = NULL;
+    p->closed = false;
+    return pthread_mutex_init(&p->lock, NULL) == 0 ? MG_OK : MG_ENOMEM;
+}
+
+static slot *pool_get(slot_pool *p, int *rc)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->lock);
+        *rc = MG_ESHUTDOWN;
+        return NULL;
+    }
+    slot *s = p->free;
+    if (s != NULL) {
+        p->free = s->next;
+        pthread_mutex_unlock(&p->lock);
+        return s;
+    }
+    pthread_mutex_unlock(&p->lock);
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        *rc = MG_ENOMEM;
+        return NULL;
+    }
+    int rv = nng_ctx_open(&s->ctx, p->sock);
+    if (rv == 0) {
+        rv = nng_aio_alloc(&s->aio, NULL, NULL);
+        if (rv != 0)
+            nng_ctx_close(s->ctx);
+    }
+    if (rv != 0) {
+        free(s);
+        *rc = nng_to_mg(rv);
+        return NULL;
+    }
+    return s;
+}
+
+static void pool_put(slot_pool *p, slot *s)
+{
+    pthread_mutex_lock(&p->lock);
+    s->next = p->free;
+    p->free = s;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Frees the pooled slots; the socket must be closed already (so no aio is
+ * pending). */
+static void pool_destroy(slot_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    slot *s = p->free;
+    p->free = NULL;
+    p->closed = true;
+    pthread_mutex_unlock(&p->lock);
+    while (s != NULL) {
+        slot *next = s->next;
+        nng_aio_free(s->aio);
+        free(s);
+        s = next;
+    }
+    pthread_mutex_destroy(&p->lock);
+}
+
+static int node_index(const mg_client *c, uint64_t node_id)
+{
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (c->nodes[i].id == node_id)
+            return (int)i;
+    return -1;
+}
+
+static int leader_of(mg_client *c, uint64_t group)
+{
+    if (group >= MG_ROUTER_GROUPS_MAX)
+        return 0;
+    int i = atomic_load_explicit(&c->leader[group], memory_order_relaxed);
+    return i >= 0 && (size_t)i < c->n_nodes ? i : 0;
+}
+
+/* Moves the guess for `group` to the hinted node, or to the next node when
+ * the hint names none we know. */
+static void leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int tried)
+{
+    if (group >= MG_ROUTER_GROUPS_MAX)
+        return;
+    int i = hint_id ? node_index(c, hint_id) : -1;
+    if (i < 0)
+        i = (int)(((size_t)tried + 1) % c->n_nodes);
+    atomic_store_explicit(&c->leader[group], i, memory_order_relaxed);
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+int mg_client_open(const mg_client_config *cfg, mg_client **out, mg_error *err)
+{
+    if (cfg->n_nodes == 0 || cfg->n_nodes > MG_ROUTER_NODES_MAX || cfg->slot_group == NULL ||
+        cfg->call_timeout_ms == 0 || cfg->survey_timeout_ms == 0)
+        return mg_error_set(err, MG_EINVAL, "client: bad configuration");
+    mg_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return mg_error_set(err, MG_ENOMEM, "client: out of memory");
+    c->nodes = calloc(cfg->n_nodes, sizeof *c->nodes);
+    if (c->nodes == NULL) {
+        free(c);
+        return mg_error_set(err, MG_ENOMEM, "client: out of memory");
+    }
+    c->call_timeout_ms = cfg->call_timeout_ms;
+    c->survey_timeout_ms = cfg->survey_timeout_ms;
+    memcpy(c->slot_group, cfg->slot_group, sizeof c->slot_group);
+    for (size_t g = 0; g < MG_ROUTER_GROUPS_MAX; g++) {
+        int i = 0;
+        if (cfg->group_nodes != NULL && g < cfg->n_group_nodes) {
+            i = -1;
+            for (size_t n = 0; n < cfg->n_nodes; n++)
+                if (cfg->nodes[n].node_id == cfg->group_nodes[g])
+                    i = (int)n;
+            if (i < 0)
+                i = 0;
+        }
+        atomic_init(&c->leader[g], i);
+    }
+    atomic_init(&c->next_rid, 1);
+
+    int rc = MG_OK, rv;
+    pthread_mutex_init(&c->survey_lock, NULL);
+    pthread_cond_init(&c->survey_free, NULL);
+    for (int k = 0; k < SURVEY_SOCKETS; k++) {
+        if (pool_init(&c->survey[k]) != MG_OK) {
+            for (int j = 0; j < k; j++) {
+                nng_close(c->survey[j].sock);
+                pool_destroy(&c->survey[j]);
+            }
+            free(c->nodes);
+            free(c);
+            return mg_error_set(err, MG_ENOMEM, "client: mutex");
+        }
+        rv = nng_surveyor0_open(&c->survey[k].sock);
+        if (rv != 0) {
+            pool_destroy(&c->survey[k]);
+            for (int j = 0; j < k; j++) {
+                nng_close(c->survey[j].sock);
+                pool_destroy(&c->survey[j]);
+            }
+            free(c->nodes);
+            free(c);
+            return mg_error_set(err, MG_EUNAVAIL, "client: surveyor: %s", nng_strerror(rv));
+        }
+        nng_socket_set_size(c->survey[k].sock, NNG_OPT_RECVMAXSZ, 0);
+    }
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        node_conn *n = &c->nodes[i];
+        n->id = cfg->nodes[i].node_id;
+        if (pool_init(&n->req) != MG_OK) {
+            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
+            break;
+        }
+        c->n_nodes = i + 1;
+        rv = nng_req0_open(&n->req.sock);
+        if (rv != 0) {
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: req socket: %s", nng_strerror(rv));
+            break;
+        }
+        /* We retry ourselves, with the call's deadline. */
+        nng_socket_set_ms(n->req.sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+        nng_socket_set_size(n->req.sock, NNG_OPT_RECVMAXSZ, 0);
+        nng_socket_set_int(n->req.sock, NNG_OPT_SENDBUF, 1024);
+        nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMINT, 20);
+        nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMAXT, 500);
+        rv = nng_dial(n->req.sock, cfg->nodes[i].rpc_url, NULL, NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: dial %s: %s", cfg->nodes[i].rpc_url,
+                              nng_strerror(rv));
+            break;
+        }
+        for (int k = 0; cfg->nodes[i].survey_url != NULL && k < SURVEY_SOCKETS; k++) {
+            rv = nng_dial(c->survey[k].sock, cfg->nodes[i].survey_url, NULL, NNG_FLAG_NONBLOCK);
+            if (rv != 0) {
+                rc = mg_error_set(err, MG_EUNAVAIL, "client: dial %s: %s",
+                                  cfg->nodes[i].survey_url, nng_strerror(rv));
+                break;
+            }
+        }
+        if (rc != MG_OK)
+            break;
+    }
+    if (rc != MG_OK) {
+        mg_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return MG_OK;
+}
+
+void mg_client_close(mg_client *c)
+{
+    if (c == NULL)
+        return;
+    for (int k = 0; k < SURVEY_SOCKETS; k++)
+        nng_close(c->survey[k].sock);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        nng_close(c->nodes[i].req.sock);
+    for (int k = 0; k < SURVEY_SOCKETS; k++)
+        pool_destroy(&c->survey[k]);
+    pthread_cond_destroy(&c->survey_free);
+    pthread_mutex_destroy(&c->survey_lock);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        pool_destroy(&c->nodes[i].req);
+    free(c->nodes);
+    free(c);
+}
+
+uint64_t mg_client_group(const mg_client *c, const char *cube_id, size_t len)
+{
+    return c->slot_group[XXH3_64bits(cube_id, len) % MG_ROUTER_SLOTS];
+}
+
+void mg_client_reply_free(mg_client_reply *r)
+{
+    if (r->msg != NULL)
+        nng_msg_free(r->msg);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- request / reply ---------------------------------------------------- */
+
+/* One call in flight. */
+typedef struct pending {
+    mg_client_call *call;
+    int node;
+    slot *slot;
+    uint64_t rid;
+    bool sent;
+    bool done;
+    int tries;
+} pending;
+
+static int build_request(mg_client *c, const char *user, const mg_client_call *call, uint64_t rid,
+                         uint32_t deadline_ms, nng_msg **out)
+{
+    nng_msg *m;
+    if (nng_msg_alloc(&m, 0) != 0)
+        return MG_ENOMEM;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, m, msg_write);
+    int rc = mg_wire_req_begin(&pk, call->op, rid, 0, call->group, deadline_ms, user);
+    if (rc == MG_OK && nng_msg_append(m, call->body, call->body_len) != 0)
+        rc = MG_ENOMEM;
+    (void)c;
+    if (rc != MG_OK) {
+        nng_msg_free(m);
+        return rc;
+    }
+    *out = m;
+    return MG_OK;
+}
+
+static bool retryable(int status)
+{
+    return status == MG_ENOTLEADER || status == MG_ETIMEDOUT || status == MG_EUNAVAIL ||
+           status == MG_EBUSY;
+}
+
+void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t n)
+{
+    pending local[8];
+    pending *p = n <= 8 ? local : calloc(n, sizeof *p);
+    if (p == NULL) {
+        for (size_t i = 0; i < n; i++)
+            calls[i].status = mg_error_set(&calls[i].err, MG_ENOMEM, "out of memory");
+        return;
+    }
+    memset(p, 0, n * sizeof *p);
+    uint64_t deadline = now_ms() + c->call_timeout_ms;
+    for (size_t i = 0; i < n; i++) {
+        p[i].call = &calls[i];
+        memset(&calls[i].reply, 0, sizeof calls[i].reply);
+        mg_error_clear(&calls[i].err);
+        calls[i].status = MG_ETIMEDOUT;
+    }
+    size_t left = n;
+    while (left > 0) {
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            break;
+        uint32_t remain = (uint32_t)(deadline - now);
+        /* Send every call not yet done. */
+        for (size_t i = 0; i < n; i++) {
+            pending *q = &p[i];
+            if (q->done)
+                continue;
+            q->sent = false;
+            q->node = leader_of(c, q->call->group);
+            q->tries++;
+            int rc = MG_OK;
+            q->slot = pool_get(&c->nodes[q->node].req, &rc);
+            if (q->slot == NULL) {
+                q->call->status = mg_error_set(&q->call->err, rc, "no context: %s",
+                                               mg_strerror(rc));
+                q->done = true;
+                left--;
+                continue;
+            }
+            q->rid = atomic_fetch_add(&c->next_rid, 1);
+            nng_msg *m;
+            rc = build_request(c, user, q->call, q->rid, remain, &m);
+            if (rc != MG_OK) {
+                pool_put(&c->nodes[q->node].req, q->slot);
+                q->slot = NULL;
+                q->call->status = mg_error_set(&q->call->err, rc, "request: %s", mg_strerror(rc));
+                q->done = true;
+                left--;
+                continue;
+            }
+            nng_aio_set_msg(q->slot->aio, m);
+            nng_aio_set_timeout(q->slot->aio, (nng_duration)remain);
+            nng_ctx_send(q->slot->ctx, q->slot->aio);
+            q->sent = true;
+        }
+        /* Wait for the sends, then post the receives. */
+        for (size_t i = 0; i < n; i++) {
+            pending *q = &p[i];
+            if (!q->sent)
+                continue;
+            nng_aio_wait(q->slot->aio);
+            int rv = nng_aio_result(q->slot->aio);
+            if (rv != 0) {
+                nng_msg_free(nng_aio_get_msg(q->slot->aio));
+                q->sent = false;
+                q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv), "send to node %llu: %s",
+                                               (unsigned long long)c->nodes[q->node].id,
+                                               nng_strerror(rv));
+                continue;
+            }
+            now = now_ms();
+            nng_aio_set_timeout(q->slot->aio,
+                                now < deadline ? (nng_duration)(deadline - now) : 1);
+            nng_ctx_recv(q->slot->ctx, q->slot->aio);
+        }
+        bool pause = false;
+        for (size_t i = 0; i < n; i++) {
+            pending *q = &p[i];
+            if (q->done || q->slot == NULL)
+                continue;
+            if (q->sent) {
+                nng_aio_wait(q->slot->aio);
+                int rv = nng_aio_result(q->slot->aio);
+                if (rv != 0) {
+                    q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv),
+                                                   "node %llu: %s",
+                                                   (unsigned long long)c->nodes[q->node].id,
+                                                   nng_strerror(rv));
+                } else {
+                    mg_client_reply r = {.msg = nng_aio_get_msg(q->slot->aio)};
+                    mg_error derr;
+                    int rc = mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep,
+                                                &derr);
+                    if (rc == MG_OK && r.rep.rid != q->rid)
+                        rc = mg_error_set(&derr, MG_ECORRUPT, "reply for another request");
+                    if (rc != MG_OK) {
+                        q->call->status = mg_error_set(&q->call->err, MG_EINTERNAL,
+                                                       "node %llu: %s",
+                                                       (unsigned long long)c->nodes[q->node].id,
+                                                       derr.msg);
+                        mg_client_reply_free(&r);
+                        q->done = true;
+                        left--;
+                    } else if (r.rep.status == MG_OK) {
+                        q->call->status = MG_OK;
+                        q->call->reply = r;
+                        q->done = true;
+                        left--;
+                    } else {
+                        q->call->status = mg_error_set(&q->call->err, r.rep.status, "%.*s",
+                                                       (int)r.rep.msg_len, r.rep.msg);
+                        if (r.rep.msg_len == 0)
+                            mg_error_set(&q->call->err, r.rep.status, "%s",
+                                         mg_strerror(r.rep.status));
+                        if (r.rep.status == MG_ENOTLEADER) {
+                            leader_moved(c, q->call->group, r.rep.leader_id, q->node);
+                            if (r.rep.leader_id == 0)
+                                pause = true;
+                        }
+                        if (r.rep.status == MG_EUNAVAIL || r.rep.status == MG_EBUSY)
+                            pause = true;
+                        mg_client_reply_free(&r);
+                        if (!retryable(q->call->status)) {
+                            q->done = true;
+                            left--;
+                        }
+                    }
+                }
+            }
+            pool_put(&c->nodes[q->node].req, q->slot);
+            q->slot = NULL;
+            if (!q->done && q->call->status == MG_ESHUTDOWN) {
+                q->done = true;
+                left--;
+            }
+        }
+        if (left > 0 && pause)
+            sleep_ms(20);
+    }
+    if (p != local)
+        free(p);
+}
+
+int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, const void *body,
+                    size_t body_len, mg_client_reply *out, mg_error *err)
+{
+    mg_client_call call = {.op = op, .group = group, .body = body, .body_len = body_len};
+    mg_client_run(c, user, &call, 1);
+    if (call.status != MG_OK) {
+        if (err != NULL)
+            *err = call.err;
+        return call.status;
+    }
+    *out = call.reply;
+    return MG_OK;
+}
+
+/* ---- survey ------------------------------------------------------------- */
+
+void mg_client_survey_clear(mg_client_survey *s)
+{
+    for (size_t i = 0; i < s->n_replies; i++)
+        mg_client_reply_free(&s->replies[i]);
+    free(s->replies);
+    free(s->missing);
+    s->replies = NULL;
+    s->missing = NULL;
+    s->n_replies = s->n_missing = 0;
+}
+
+/* Reads the "groups" answered and applies the leader hints of "missing". */
+static void survey_reply_groups(mg_client *c, mg_client_survey *s, const mg_wire_rep *rep,
+                                bool *answered, const uint64_t *want, size_t n_want)
+{
+    mg_mp_reader r = mg_wire_body(rep->body, rep->body_len);
+    uint32_t n;
+    if (mg_mp_read_map(&r, &n) != MG_OK)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        if (mg_mp_peek_str_eq(&r, "groups")) {
+            uint32_t m;
+            mg_mp_skip(&r);
+            if (mg_mp_read_array(&r, &m) != MG_OK)
+                return;
+            for (uint32_t j = 0; j < m; j++) {
+                uint64_t g;
+                if (mg_mp_read_u64(&r, &g) != MG_OK)
+                    return;
+                for (size_t k = 0; k < n_want; k++)
+                    if (want[k] == g)
+                        answered[k] = true;
+            }
+        } else if (mg_mp_peek_str_eq(&r, "missing")) {
+            uint32_t m;
+            mg_mp_skip(&r);
+            if (mg_mp_read_array(&r, &m) != MG_OK)
+                return;
+            for (uint32_t j = 0; j < m; j++) {
+                uint32_t f;
+                uint64_t group = UINT64_MAX, leader = 0, status = 0;
+                const char *msg = "";
+                uint32_t msg_len = 0;
+                if (mg_mp_read_map(&r, &f) != MG_OK)
+                    return;
+                for (uint32_t k = 0; k < f; k++) {
+                    const char *key;
+                    uint32_t klen;
+                    if (mg_mp_read_str(&r, &key, &klen) != MG_OK)
+                        return;
+                    int rc;
+                    if (klen == 5 && memcmp(key, "group", 5) == 0)
+                        rc = mg_mp_read_u64(&r, &group);
+                    else if (klen == 9 && memcmp(key, "leader_id", 9) == 0)
+                        rc = mg_mp_read_u64(&r, &leader);
+                    else if (klen == 6 && memcmp(key, "status", 6) == 0)
+                        rc = mg_mp_read_u64(&r, &status);
+                    else if (klen == 3 && memcmp(key, "msg", 3) == 0)
+                        rc = mg_mp_read_str(&r, &msg, &msg_len);
+                    else
+                        rc = mg_mp_skip(&r);
+                    if (rc != MG_OK)
+                        return;
+                }
+                if (group == UINT64_MAX)
+                    continue;
+                if (status == MG_ENOTLEADER)
+                    leader_moved(c, group, leader, leader_of(c, group));
+                snprintf(s->missing_why, sizeof s->missing_why, "group %llu: %s%s%.*s",
+                         (unsigned long long)group, mg_errname((int)status),
+                         msg_len ? ": " : "", (int)msg_len, msg);
+            }
+        } else {
+            mg_mp_skip(&r);
+            if (mg_mp_skip(&r) != MG_OK)
+                return;
+        }
+    }
+}
+
+/* A surveyor socket with room for one more survey (waits for one). */
+static int survey_sock_acquire(mg_client *c)
+{
+    pthread_mutex_lock(&c->survey_lock);
+    for (;;) {
+        for (unsigned i = 0; i < SURVEY_SOCKETS; i++) {
+            unsigned k = (c->survey_next + i) % SURVEY_SOCKETS;
+            if (c->survey_inflight[k] < SURVEY_INFLIGHT) {
+                c->survey_inflight[k]++;
+                c->survey_next = k + 1;
+                pthread_mutex_unlock(&c->survey_lock);
+                return (int)k;
+            }
+        }
+        pthread_cond_wait(&c->survey_free, &c->survey_lock);
+    }
+}
+
+static void survey_sock_release(mg_client *c, int k)
+{
+    pthread_mutex_lock(&c->survey_lock);
+    c->survey_inflight[k]--;
+    pthread_cond_signal(&c->survey_free);
+    pthread_mutex_unlock(&c->survey_lock);
+}
+
+static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
+                           const uint64_t *want, size_t n_want, bool *answered, mg_error *err);
+
+/* One survey round over `want` groups; fills answered[] and appends replies. */
+static int survey_round(mg_client *c, const char *user, mg_client_survey *s, const uint64_t *want,
+                        size_t n_want, bool *answered, mg_error *err)
+{
+    int k = survey_sock_acquire(c);
+    int rc = survey_round_on(c, &c->survey[k], user, s, want, n_want, answered, err);
+    survey_sock_release(c, k);
+    return rc;
+}
+
+static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
+                           const uint64_t *want, size_t n_want, bool *answered, mg_error *err)
+{
+    int rc = MG_OK;
+    slot *sl = pool_get(pool, &rc);
+    if (sl == NULL)
+        return mg_error_set(err, rc, "survey: %s", mg_strerror(rc));
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, 0) != 0) {
+        pool_put(pool, sl);
+        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    }
+    uint64_t rid = atomic_fetch_add(&c->next_rid, 1);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, m, msg_write);
+    rc = mg_wire_req_begin(&pk, MG_OP_SEARCH, rid, 0, 0, c->survey_timeout_ms, user);
+    if (rc == MG_OK && msgpack_pack_map(&pk, s->n_fields + 1))
+        rc = MG_ENOMEM;
+    if (rc == MG_OK && nng_msg_append(m, s->fields, s->fields_len) != 0)
+        rc = MG_ENOMEM;
+    if (rc == MG_OK && (mg_mp_pack_cstr(&pk, "assign") || msgpack_pack_array(&pk, (uint32_t)n_want)))
+        rc = MG_ENOMEM;
+    for (size_t i = 0; rc == MG_OK && i < n_want; i++) {
+        int ni = leader_of(c, want[i]);
+        if (msgpack_pack_map(&pk, 2) || mg_mp_pack_cstr(&pk, "group") ||
+            msgpack_pack_uint64(&pk, want[i]) || mg_mp_pack_cstr(&pk, "node") ||
+            msgpack_pack_uint64(&pk, c->nodes[ni].id))
+            rc = MG_ENOMEM;
+    }
+    if (rc != MG_OK) {
+        nng_msg_free(m);
+        pool_put(pool, sl);
+        return mg_error_set(err, rc, "survey: out of memory");
+    }
+    nng_ctx_set_ms(sl->ctx, NNG_OPT_SURVEYOR_SURVEYTIME, (nng_duration)c->survey_timeout_ms);
+    nng_aio_set_msg(sl->aio, m);
+    nng_aio_set_timeout(sl->aio, (nng_duration)c->survey_timeout_ms);
+    nng_ctx_send(sl->ctx, sl->aio);
+    nng_aio_wait(sl->aio);
+    int rv = nng_aio_result(sl->aio);
+    if (rv != 0) {
+        nng_msg_free(nng_aio_get_msg(sl->aio));
+        pool_put(pool, sl);
+        return mg_error_set(err, nng_to_mg(rv), "survey send: %s", nng_strerror(rv));
+    }
+    size_t n_answered = 0;
+    for (size_t i = 0; i < n_want; i++)
+        n_answered += answered[i];
+    while (n_answered < n_want) {
+        nng_aio_set_timeout(sl->aio, NNG_DURATION_DEFAULT);
+        nng_ctx_recv(sl->ctx, sl->aio);
+        nng_aio_wait(sl->aio);
+        rv = nng_aio_result(sl->aio);
+        if (rv != 0)
+            break; /* NNG_ETIMEDOUT at the survey deadline, NNG_ESTATE after it */
+        mg_client_reply r = {.msg = nng_aio_get_msg(sl->aio)};
+        mg_error derr;
+        if (mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep, &derr) != MG_OK ||
+            r.rep.rid != rid) {
+            mg_client_reply_free(&r);
+            continue;
+        }
+        if (r.rep.status != MG_OK) {
+            /* Every group assigned to that node failed; the envelope has the
+             * first failure and its leader hint. */
+            snprintf(s->missing_why, sizeof s->missing_why, "%s%s%.*s",
+                     mg_errname(r.rep.status), r.rep.msg_len ? ": " : "", (int)r.rep.msg_len,
+                     r.rep.msg);
+            survey_reply_groups(c, s, &r.rep, answered, want, n_want);
+            mg_client_reply_free(&r);
+            continue;
+        }
+        survey_reply_groups(c, s, &r.rep, answered, want, n_want);
+        mg_client_reply *grown = realloc(s->replies, (s->n_replies + 1) * sizeof *grown);
+        if (grown == NULL) {
+            mg_client_reply_free(&r);
+            pool_put(pool, sl);
+            return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+        }
+        s->replies = grown;
+        s->replies[s->n_replies++] = r;
+        n_answered = 0;
+        for (size_t i = 0; i < n_want; i++)
+            n_answered += answered[i];
+    }
+    pool_put(pool, sl);
+    if (rv == NNG_ECLOSED)
+        return mg_error_set(err, MG_ESHUTDOWN, "survey: router closing");
+    return MG_OK;
+}
+
+int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_error *err)
+{
+    s->replies = NULL;
+    s->missing = NULL;
+    s->n_replies = s->n_missing = 0;
+    s->missing_why[0] = '\0';
+    if (s->n_groups == 0)
+        return MG_OK;
+    bool local_answered[16];
+    bool *answered = s->n_groups <= 16 ? local_answered : calloc(s->n_groups, sizeof *answered);
+    uint64_t *again = calloc(s->n_groups, sizeof *again);
+    if (answered == NULL || again == NULL) {
+        if (answered != local_answered)
+            free(answered);
+        free(again);
+        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    }
+    memset(answered, 0, s->n_groups * sizeof *answered);
+    int rc = survey_round(c, user, s, s->groups, s->n_groups, answered, err);
+    size_t n_again = 0;
+    for (size_t i = 0; rc == MG_OK && i < s->n_groups; i++)
+        if (!answered[i])
+            again[n_again++] = s->groups[i];
+    if (rc == MG_OK && n_again > 0) {
+        /* One more round for the missing groups, on the hinted leaders. */
+        bool again_answered[16];
+        bool *aa = n_again <= 16 ? again_answered : calloc(n_again, sizeof *aa);
+        if (aa == NULL) {
+            rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+        } else {
+            memset(aa, 0, n_again * sizeof *aa);
+            rc = survey_round(c, user, s, again, n_again, aa, err);
+            size_t k = 0;
+            for (size_t i = 0; rc == MG_OK && i < n_again; i++)
+                if (!aa[i])
+                    again[k++] = again[i];
+            if (rc == MG_OK && k > 0) {
+                s->missing = again;
+                s->n_missing = k;
+                again = NULL;
+                if (s->missing_why[0] == '\0')
+                    snprintf(s->missing_why, sizeof s->missing_why,
+                             "no answer within %u ms", c->survey_timeout_ms);
+                mg_warn("router.survey_partial", "missing=%zu why=\"%s\"", k, s->missing_why);
+            }
+            if (aa != again_answered)
+                free(aa);
+        }
+    }
+    free(again);
+    if (answered != local_answered)
+        free(answered);
+    if (rc != MG_OK)
+        mg_client_survey_clear(s);
+    return rc;
+}
