@@ -1,5 +1,6 @@
 #include "embed.h"
 
+#include "../lib/config.h"
 #include "embed_http.h"
 #include "remote_http.h"
 
@@ -53,35 +54,6 @@ void mg_embedder_config_init(mg_embedder_config *cfg)
     cfg->batch_max = MG_EMBEDDER_BATCH_DEFAULT;
 }
 
-/* Copies the variable `name`, when set, into buf[0..cap). */
-static int env_string(const char *name, char *buf, size_t cap, mg_error *err)
-{
-    const char *v = getenv(name);
-    if (v == NULL)
-        return MG_OK;
-    if (strlen(v) >= cap)
-        return mg_error_set(err, MG_EINVAL, "%s: longer than %zu bytes", name, cap - 1);
-    memcpy(buf, v, strlen(v) + 1);
-    return MG_OK;
-}
-
-/* Parses the variable `name`, when set and not empty, as a decimal in
- * [min, max]. */
-static int env_u32(const char *name, uint32_t min, uint32_t max, uint32_t *out, mg_error *err)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0')
-        return MG_OK;
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (v[0] < '0' || v[0] > '9' || *end != '\0' || errno != 0 || x < min || x > max)
-        return mg_error_set(err, MG_EINVAL, "%s=%.32s: expected a whole number in %u..%u", name, v,
-                            min, max);
-    *out = (uint32_t)x;
-    return MG_OK;
-}
-
 int mg_embedder_config_from_env(mg_embedder_config *cfg, mg_error *err)
 {
     mg_embedder_config_init(cfg);
@@ -96,15 +68,15 @@ int mg_embedder_config_from_env(mg_embedder_config *cfg, mg_error *err)
         cfg->kind = (int)k;
     }
     int rc;
-    if ((rc = env_string("MEMGRID_EMBED_URL", cfg->url, sizeof cfg->url, err)) != MG_OK ||
-        (rc = env_string("MEMGRID_EMBED_MODEL", cfg->model, sizeof cfg->model, err)) != MG_OK ||
-        (rc = env_string("MEMGRID_EMBED_KEY_ENV", cfg->api_key_env, sizeof cfg->api_key_env,
+    if ((rc = mg_env_str("MEMGRID_EMBED_URL", cfg->url, sizeof cfg->url, err)) != MG_OK ||
+        (rc = mg_env_str("MEMGRID_EMBED_MODEL", cfg->model, sizeof cfg->model, err)) != MG_OK ||
+        (rc = mg_env_str("MEMGRID_EMBED_KEY_ENV", cfg->api_key_env, sizeof cfg->api_key_env,
                          err)) != MG_OK ||
-        (rc = env_u32("MEMGRID_EMBED_DIM", 1, MG_EMBEDDER_DIM_MAX, &cfg->dim, err)) != MG_OK ||
-        (rc = env_u32("MEMGRID_EMBED_TIMEOUT_MS", 1, TIMEOUT_MAX_MS, &cfg->timeout_ms, err)) !=
+        (rc = mg_env_u32("MEMGRID_EMBED_DIM", 1, MG_EMBEDDER_DIM_MAX, &cfg->dim, err)) != MG_OK ||
+        (rc = mg_env_u32("MEMGRID_EMBED_TIMEOUT_MS", 1, TIMEOUT_MAX_MS, &cfg->timeout_ms, err)) !=
             MG_OK ||
-        (rc = env_u32("MEMGRID_EMBED_RETRIES", 0, RETRIES_MAX, &cfg->retries, err)) != MG_OK ||
-        (rc = env_u32("MEMGRID_EMBED_BATCH", 1, BATCH_MAX, &cfg->batch_max, err)) != MG_OK)
+        (rc = mg_env_u32("MEMGRID_EMBED_RETRIES", 0, RETRIES_MAX, &cfg->retries, err)) != MG_OK ||
+        (rc = mg_env_u32("MEMGRID_EMBED_BATCH", 1, BATCH_MAX, &cfg->batch_max, err)) != MG_OK)
         return rc;
     return MG_OK;
 }

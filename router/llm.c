@@ -1,6 +1,7 @@
 #include "llm.h"
 
 #include "../lib/clock.h"
+#include "../lib/config.h"
 #include "../lib/log.h"
 #include "../lib/utf8.h"
 #include "remote_http.h"
@@ -62,43 +63,17 @@ void mg_llm_config_init(mg_llm_config *cfg)
     cfg->retries = 2;
 }
 
-static int env_string(const char *name, char *buf, size_t cap, mg_error *err)
-{
-    const char *v = getenv(name);
-    if (v == NULL)
-        return MG_OK;
-    if (strlen(v) >= cap)
-        return mg_error_set(err, MG_EINVAL, "%s: longer than %zu bytes", name, cap - 1);
-    memcpy(buf, v, strlen(v) + 1);
-    return MG_OK;
-}
-
-static int env_u32(const char *name, uint32_t min, uint32_t max, uint32_t *out, mg_error *err)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0')
-        return MG_OK;
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (v[0] < '0' || v[0] > '9' || *end != '\0' || errno != 0 || x < min || x > max)
-        return mg_error_set(err, MG_EINVAL, "%s=%.32s: expected a whole number in %u..%u", name, v,
-                            min, max);
-    *out = (uint32_t)x;
-    return MG_OK;
-}
-
 int mg_llm_config_from_env(mg_llm_config *cfg, mg_error *err)
 {
     mg_llm_config_init(cfg);
     int rc;
-    if ((rc = env_string("MEMGRID_CHAT_URL", cfg->url, sizeof cfg->url, err)) != MG_OK ||
-        (rc = env_string("MEMGRID_CHAT_MODEL", cfg->model, sizeof cfg->model, err)) != MG_OK ||
-        (rc = env_string("MEMGRID_CHAT_KEY_ENV", cfg->api_key_env, sizeof cfg->api_key_env, err)) !=
+    if ((rc = mg_env_str("MEMGRID_CHAT_URL", cfg->url, sizeof cfg->url, err)) != MG_OK ||
+        (rc = mg_env_str("MEMGRID_CHAT_MODEL", cfg->model, sizeof cfg->model, err)) != MG_OK ||
+        (rc = mg_env_str("MEMGRID_CHAT_KEY_ENV", cfg->api_key_env, sizeof cfg->api_key_env, err)) !=
             MG_OK ||
-        (rc = env_u32("MEMGRID_CHAT_TIMEOUT_MS", 1, TIMEOUT_MAX_MS, &cfg->timeout_ms, err)) !=
+        (rc = mg_env_u32("MEMGRID_CHAT_TIMEOUT_MS", 1, TIMEOUT_MAX_MS, &cfg->timeout_ms, err)) !=
             MG_OK ||
-        (rc = env_u32("MEMGRID_CHAT_RETRIES", 0, RETRIES_MAX, &cfg->retries, err)) != MG_OK)
+        (rc = mg_env_u32("MEMGRID_CHAT_RETRIES", 0, RETRIES_MAX, &cfg->retries, err)) != MG_OK)
         return rc;
     return MG_OK;
 }
