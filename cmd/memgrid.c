@@ -20,8 +20,8 @@ static const subcommand subcommands[] = {
      mg_cmd_serve},
     {"node", "a data node hosting replicas of shard groups", NULL},
     {"router", "a stateless API front end for a cluster", NULL},
-    {"ctl", "the cluster admin CLI", NULL},
-    {"bench", "the benchmark harness (memgrid or Python MemOS)", NULL},
+    {"ctl", "the cluster admin CLI (stats; the rest not yet available)", mg_cmd_ctl},
+    {"bench", "the benchmark harness (memgrid or Python MemOS)", mg_cmd_bench},
     {"migrate", "import, export, pull and verify MemOS cubes", NULL},
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])

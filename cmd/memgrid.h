@@ -13,5 +13,7 @@
 #define MG_EXIT_USAGE 2
 
 int mg_cmd_serve(int argc, char **argv);
+int mg_cmd_ctl(int argc, char **argv);   /* cmd/ctl.c */
+int mg_cmd_bench(int argc, char **argv); /* cmd/bench.c */
 
 #endif

@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -283,6 +284,15 @@ int mg_cmd_serve(int argc, char **argv)
         return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
     if (o.log != NULL)
         mg_log_set_level(mg_log_parse_level(o.log));
+
+    /* A search with MMR moves ~150 KB messages (50+ records with their
+     * vectors) between threads. With glibc's defaults each such buffer was
+     * mmap'd and unmapped, or a thread's heap shrunk and regrown, so every
+     * search paid ~12 page faults and the zeroing of fresh pages (~15 % of
+     * the CPU at 32 clients). Keeping buffers up to 4 MiB on the heap and
+     * trimming heaps only past 64 MiB of free top removes that. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 
     /* Signals are taken by sigwait below: block them before any thread
      * starts so that every thread inherits the mask. */

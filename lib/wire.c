@@ -7,7 +7,7 @@ static const char *const op_names[MG_OP_COUNT_] = {
     [MG_OP_CUBE_LIST] = "cube_list", [MG_OP_MEM_GET] = "mem_get",
     [MG_OP_MEM_LIST] = "mem_list",   [MG_OP_MEM_COUNT] = "mem_count",
     [MG_OP_USER_GET] = "user_get",   [MG_OP_SEARCH] = "search",
-    [MG_OP_STATUS] = "status",
+    [MG_OP_STATUS] = "status",       [MG_OP_STATS] = "stats",
 };
 
 const char *mg_wire_op_name(int op)

@@ -38,8 +38,15 @@
  *                                               "hits": [{"cube": uint (index in
  *                                               "cubes"), "score": float, "record": bin,
  *                                               "vec": bin f32|nil (only when the request
- *                                               had "vecs": true)}, ...] best first}
+ *                                               had "vecs": true; as the index holds it,
+ *                                               i.e. L2-normalized)}, ...] best first}
  *   STATUS     {}                            → node status map (groups, leaders, applied)
+ *   STATS      {}                            → {"node": uint, "hist": <the node's metrics
+ *                                               registry, lib/metrics.h mg_metrics_pack>,
+ *                                               "gauges": {"groups": int, "leaders": int,
+ *                                               "memories": int, "cubes": int}}
+ *                                              (memories and cubes of the groups the node
+ *                                               leads; see node/node.h)
  *
  * A search travels as an nng survey to every node; a node answers for the
  * groups "assign" gives it and ignores the survey when it has none.
@@ -66,6 +73,7 @@ enum mg_wire_op {
     MG_OP_USER_GET,
     MG_OP_SEARCH,
     MG_OP_STATUS,
+    MG_OP_STATS,
     MG_OP_COUNT_
 };
 

@@ -321,6 +321,7 @@ static void group_tunables(const mg_node *n, const mg_node_group *g, mg_group_tu
 
 static void node_free(mg_node *n)
 {
+    node_stats_close(n);
     pthread_mutex_destroy(&n->q_lock);
     pthread_mutex_destroy(&n->snap_lock);
     pthread_cond_destroy(&n->snap_cond);
@@ -428,6 +429,8 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
         ng->store = mg_group_store(ng->g);
     }
     publish_all(n);
+    if ((rc = node_stats_open(n, err)) != MG_OK)
+        goto err_loop;
 
     if ((rc = mg_workers_start(n->cfg.search_workers, &n->workers, err)) != MG_OK)
         goto err_loop;

@@ -29,6 +29,15 @@
  * "leader"|"follower"|"candidate"|"unavailable", "leader_id", "leader",
  * "term", "commit", "applied", "read_ready": bool}, ...]}.
  *
+ * STATS answers {"node": uint, "hist": <the node's metrics registry,
+ * mg_metrics_pack>, "gauges": {"groups", "leaders", "memories", "cubes"}}
+ * (memories and cubes of the groups this node leads; the gauges are at most
+ * a second old). The registry holds memgrid_node_op_seconds{op},
+ * memgrid_node_requests_total{op,status}, memgrid_node_stage_seconds{stage}
+ * (propose_commit, scan) and the gauges memgrid_node_groups,
+ * memgrid_node_leaders, memgrid_node_memories{group}, memgrid_node_cubes{group};
+ * see node/stats.c.
+ *
  * Wire extensions beyond lib/wire.h (readers skip unknown keys):
  *   WRITE reply outcome: "op_codes": [uint, ...] (per item/id) when the
  *     command failed in part.
@@ -132,6 +141,11 @@ size_t mg_node_n_groups(const mg_node *n);
 bool mg_node_group_status_at(mg_node *n, size_t i, mg_node_group_status *out);
 
 uint64_t mg_node_id(const mg_node *n);
+
+struct mg_metrics;
+/* The node's metrics registry (lib/metrics.h), what STATS ships: borrowed,
+ * valid until mg_node_stop. Readable from any thread. */
+struct mg_metrics *mg_node_metrics(mg_node *n);
 
 /* Stops the node and frees it: closes the nng sockets (no new requests),
  * lets requests in flight finish (up to drain_timeout_ms, then they are

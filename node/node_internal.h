@@ -8,6 +8,7 @@
 #define MG_NODE_INTERNAL_H
 
 #include "../cluster/host.h"
+#include "../lib/metrics.h"
 #include "../lib/wire.h"
 #include "node.h"
 #include "workers.h"
@@ -68,6 +69,7 @@ struct node_ctx {
     size_t n_cmds;
     int *kinds; /* kinds of the commands, kept for outcome messages */
     mg_group_proposal prop;
+    uint64_t propose_ns; /* when it was proposed (stats.c) */
 
     /* SEARCH (search.c) */
     search_req *search;
@@ -76,6 +78,7 @@ struct node_ctx {
 /* ---- the node ----------------------------------------------------------- */
 
 struct pending_create; /* write.c: cube creations proposed and not yet applied */
+typedef struct node_stats node_stats; /* stats.c */
 
 struct mg_node {
     mg_node_config cfg; /* strings below are owned copies */
@@ -120,6 +123,8 @@ struct mg_node {
     pthread_cond_t ctx_cond;
     size_t live_ctxs; /* under ctx_lock: contexts not yet CTX_DONE */
     atomic_bool stopping;
+
+    node_stats *stats; /* metrics; set before the sockets open */
 };
 
 enum loop_cmd { LOOP_RUN = 0, LOOP_CLOSE };
@@ -172,6 +177,9 @@ void node_reply(node_ctx *c, msgpack_sbuffer *sb);
 /* Same, for a reply whose envelope carries `status` (packed by the caller
  * with mg_wire_rep_begin); only for logging. */
 void node_reply_as(node_ctx *c, msgpack_sbuffer *sb, int status);
+/* Same, for a reply already in an nng message (envelope + body), which is
+ * consumed. */
+void node_reply_msg(node_ctx *c, nng_msg *m, int status);
 /* Answers with status `code` (not MG_OK), message and leader hint (0/NULL
  * when none). */
 void node_reply_error(node_ctx *c, int code, const char *msg, uint64_t leader_id,
@@ -212,6 +220,21 @@ void node_write_forget_all(mg_node *n);
 void node_read_run(node_ctx *c);
 /* Worker: STATUS. */
 void node_status_run(node_ctx *c);
+
+/* ---- stats.c ------------------------------------------------------------ */
+
+/* Registers every series of the node's registry (groups must be filled in).
+ * MG_ENOMEM. */
+int node_stats_open(mg_node *n, mg_error *err);
+void node_stats_close(mg_node *n);
+/* Counts the reply to c with `status` and records its service time (any
+ * thread; lock-free). */
+void node_stats_request(node_ctx *c, int status);
+/* A write's proposal until applied on this leader; a search's scan. */
+void node_stats_commit(mg_node *n, uint64_t ns);
+void node_stats_scan(mg_node *n, uint64_t ns);
+/* Worker: STATS. */
+void node_stats_run(node_ctx *c);
 
 /* nng thread: decodes a SEARCH and routes it (loop for strong, else worker). */
 void node_search_start(node_ctx *c);

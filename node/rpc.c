@@ -36,6 +36,11 @@ static void start_on_worker_status(node_ctx *c)
     node_worker_post(c->node, c, node_status_run);
 }
 
+static void start_on_worker_stats(node_ctx *c)
+{
+    node_worker_post(c->node, c, node_stats_run);
+}
+
 /* One row per op: where it may arrive and how it starts. */
 static const struct op_route {
     bool on_rep;
@@ -51,6 +56,7 @@ static const struct op_route {
     [MG_OP_USER_GET] = {true, false, start_on_worker_read},
     [MG_OP_SEARCH] = {true, true, node_search_start},
     [MG_OP_STATUS] = {true, false, start_on_worker_status},
+    [MG_OP_STATS] = {true, false, start_on_worker_stats},
 };
 
 const char *node_raft_state_name(int state)
@@ -106,7 +112,6 @@ static void dispatch(node_ctx *c)
 {
     mg_node *n = c->node;
     mg_error err = {0};
-    c->recv_ns = mg_clock_mono_ns();
     int rc = mg_wire_req_decode(nng_msg_body(c->msg), nng_msg_len(c->msg), &c->env, &err);
     if (rc != MG_OK) {
         mg_debug("node.bad_request", "survey=%d code=%s", c->survey, mg_errname(rc));
@@ -150,6 +155,7 @@ static void ctx_cb(void *arg)
         }
         c->msg = nng_aio_get_msg(c->aio);
         nng_aio_set_msg(c->aio, NULL);
+        c->recv_ns = mg_clock_mono_ns();
         c->state = CTX_BUSY;
         if (atomic_load(&n->stopping)) {
             memset(&c->env, 0, sizeof c->env);
@@ -188,21 +194,30 @@ static void log_request(node_ctx *c, int status)
                  c->recv_ns ? (double)(mg_clock_mono_ns() - c->recv_ns) / 1e3 : 0.0);
 }
 
-static void send_reply(node_ctx *c, const void *data, size_t len, int status)
+void node_reply_msg(node_ctx *c, nng_msg *m, int status)
 {
     log_request(c, status);
+    node_stats_request(c, status);
     ctx_clear_request(c);
+    c->state = CTX_SEND;
+    nng_aio_set_msg(c->aio, m);
+    nng_ctx_send(c->ctx, c->aio);
+}
+
+static void send_reply(node_ctx *c, const void *data, size_t len, int status)
+{
     nng_msg *m;
     int rv = nng_msg_alloc(&m, len);
     if (rv != 0) {
         mg_errlog("node.reply_nomem", "bytes=%zu", len);
+        log_request(c, status);
+        node_stats_request(c, status);
+        ctx_clear_request(c);
         ctx_recv(c); /* the caller times out */
         return;
     }
     memcpy(nng_msg_body(m), data, len);
-    c->state = CTX_SEND;
-    nng_aio_set_msg(c->aio, m);
-    nng_ctx_send(c->ctx, c->aio);
+    node_reply_msg(c, m, status);
 }
 
 void node_reply_begin(node_ctx *c, msgpack_sbuffer *sb, msgpack_packer *pk)
@@ -240,6 +255,7 @@ void node_reply_error(node_ctx *c, int code, const char *msg, uint64_t leader_id
         msgpack_sbuffer_destroy(&sb);
         mg_errlog("node.reply_nomem", "code=%s", mg_errname(code));
         log_request(c, code);
+        node_stats_request(c, code);
         ctx_clear_request(c);
         ctx_recv(c);
         return;

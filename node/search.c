@@ -3,7 +3,10 @@
  * on the nng thread; a node answers only for the groups "assign" gives it
  * (and stays silent on a survey that gives it none). A strong search first
  * appends a Raft barrier to each of those groups on the loop; the scan and
- * the record fetches run on a worker.
+ * the record fetches run on a worker, or, for a small search, right on the
+ * nng thread that received it (search_is_small). The hits' records travel
+ * as stored (never decoded here) and their vectors, when asked for, come
+ * from the index, copied by the scan itself.
  *
  * Per-cube problems (no such cube, not the caller's, bad filter, other
  * dimension) skip the cube and are reported in "cube_errors"; per-group
@@ -12,6 +15,7 @@
  */
 #include "node_internal.h"
 
+#include "../lib/clock.h"
 #include "../lib/jsonmp.h"
 #include "../lib/log.h"
 
@@ -23,6 +27,7 @@
 #define SEARCH_K_MAX 10000
 #define SEARCH_CUBES_MAX 4096
 #define SEARCH_ASSIGN_MAX 4096
+#define SEARCH_VECS_FLOATS (4u << 20)
 
 typedef struct search_cube {
     char cube_id[MG_CUBE_ID_MAX + 1];
@@ -69,6 +74,8 @@ typedef struct node_hit {
     uint32_t cube; /* index in the request's cubes */
     uint8_t id[16];
     node_group *ng;
+    const float *vec; /* its vector from the index (normalized), or NULL: read it from
+                       * the store */
 } node_hit;
 
 void node_search_clear(node_ctx *c)
@@ -342,8 +349,9 @@ static size_t prepare_cubes(node_ctx *c, search_req *s, search_group *sg, const 
  * refuses the dimension of a cube whose record did not fix it. */
 static int scan_group(search_req *s, search_group *sg, const char **ids, mg_filter **filters,
                       const uint32_t *map, size_t n, node_hit *out, size_t *n_out,
-                      mg_index_hit *hits)
+                      mg_index_hit *hits, float *vecs)
 {
+    float *out_vecs = vecs != NULL ? vecs + *n_out * s->dim : NULL;
     mg_error err = {0};
     mg_store_query q = {.vec = s->vec,
                         .dim = s->dim,
@@ -351,12 +359,13 @@ static int scan_group(search_req *s, search_group *sg, const char **ids, mg_filt
                         .n_cubes = n,
                         .filters = (const mg_filter *const *)filters,
                         .k = s->k,
-                        .scan = s->scan};
+                        .scan = s->scan,
+                        .vecs = out_vecs};
     size_t nh = 0;
     int rc = mg_store_search(sg->ng->store, &q, hits, &nh, &err);
     if (rc == MG_EDIM && n > 1) {
         for (size_t i = 0; i < n; i++)
-            scan_group(s, sg, ids + i, filters + i, map + i, 1, out, n_out, hits);
+            scan_group(s, sg, ids + i, filters + i, map + i, 1, out, n_out, hits, vecs);
         return MG_OK;
     }
     if (rc == MG_EDIM) {
@@ -378,6 +387,7 @@ static int scan_group(search_req *s, search_group *sg, const char **ids, mg_filt
         h->cube = map[hits[i].cube];
         memcpy(h->id, hits[i].id, 16);
         h->ng = sg->ng;
+        h->vec = out_vecs != NULL ? out_vecs + i * s->dim : NULL;
     }
     return MG_OK;
 }
@@ -390,52 +400,96 @@ static int hit_order(const void *a, const void *b)
     return memcmp(x->id, y->id, 16);
 }
 
-static void pack_hits(msgpack_packer *pk, search_req *s, const node_hit *hits, size_t n)
+/* The reply is packed straight into the nng message that carries it. */
+typedef struct msg_out {
+    nng_msg *m;
+    bool failed; /* an append ran out of memory */
+} msg_out;
+
+/* msgpack writer: appends to o->m, growing it by doubling (nng grows a
+ * message to the exact length asked, which many small appends would make
+ * quadratic). */
+static int msg_write(void *data, const char *buf, size_t len)
 {
-    msgpack_sbuffer body;
-    msgpack_packer bpk;
-    uint32_t packed = 0;
-    msgpack_sbuffer_init(&body);
-    msgpack_packer_init(&bpk, &body, msgpack_sbuffer_write);
-    for (size_t i = 0; i < n; i++) {
-        const node_hit *h = &hits[i];
-        mg_item item = {0};
-        float *vec = NULL;
-        uint32_t dim = 0;
-        char *rec;
-        size_t rec_len;
-        /* Deleted since the scan: left out. */
-        if (mg_store_mem_get(h->ng->store, s->cubes[h->cube].cube_id, h->id, &item,
-                             s->vecs ? &vec : NULL, &dim, NULL) != MG_OK)
-            continue;
-        int rc = mg_item_encode(&item, &rec, &rec_len);
-        mg_item_clear(&item);
-        if (rc != MG_OK) {
-            free(vec);
-            continue;
-        }
-        msgpack_pack_map(&bpk, s->vecs ? 4 : 3);
-        mg_mp_pack_cstr(&bpk, "cube");
-        msgpack_pack_uint32(&bpk, h->cube);
-        mg_mp_pack_cstr(&bpk, "score");
-        msgpack_pack_float(&bpk, h->score);
-        mg_mp_pack_cstr(&bpk, "record");
-        mg_mp_pack_binn(&bpk, rec, rec_len);
-        free(rec);
-        if (s->vecs) {
-            mg_mp_pack_cstr(&bpk, "vec");
-            if (vec != NULL)
-                mg_mp_pack_binn(&bpk, vec, (size_t)dim * sizeof(float));
-            else
-                msgpack_pack_nil(&bpk);
-        }
-        free(vec);
-        packed++;
+    msg_out *o = data;
+    size_t need = nng_msg_len(o->m) + len, cap = nng_msg_capacity(o->m);
+    if (o->failed || (need > cap && nng_msg_reserve(o->m, need > 2 * cap ? need : 2 * cap) != 0) ||
+        nng_msg_append(o->m, buf, len) != 0) {
+        o->failed = true;
+        return -1;
     }
-    msgpack_pack_array(pk, packed);
-    if (body.size > 0)
-        pk->callback(pk->data, body.data, body.size);
-    msgpack_sbuffer_destroy(&body);
+    return 0;
+}
+
+typedef struct hit_packer {
+    msgpack_packer *pk;
+    const node_hit *hits;
+    bool vecs;
+    uint32_t dim;
+    uint32_t packed;
+} hit_packer;
+
+/* mg_store_mem_visit callback: one hit, its record forwarded as stored. */
+static int pack_hit(void *arg, size_t i, const void *record, size_t record_len, const void *vec_le,
+                    uint32_t dim)
+{
+    hit_packer *hp = arg;
+    msgpack_packer *pk = hp->pk;
+    int rc = msgpack_pack_map(pk, hp->vecs ? 4 : 3);
+    rc |= mg_mp_pack_cstr(pk, "cube") | msgpack_pack_uint32(pk, hp->hits[i].cube);
+    rc |= mg_mp_pack_cstr(pk, "score") | msgpack_pack_float(pk, hp->hits[i].score);
+    rc |= mg_mp_pack_cstr(pk, "record") | mg_mp_pack_binn(pk, record, record_len);
+    if (hp->vecs && hp->hits[i].vec != NULL) {
+        rc |= mg_mp_pack_cstr(pk, "vec");
+        rc |= mg_mp_pack_binn(pk, hp->hits[i].vec, (size_t)hp->dim * sizeof(float));
+    } else if (hp->vecs) {
+        rc |= mg_mp_pack_cstr(pk, "vec");
+        rc |= vec_le != NULL ? mg_mp_pack_binn(pk, vec_le, (size_t)dim * sizeof(float))
+                             : msgpack_pack_nil(pk);
+    }
+    hp->packed++;
+    return rc ? MG_ENOMEM : MG_OK;
+}
+
+/* Packs the hits' records (and vectors), best first; a memory deleted since
+ * the scan is left out. The records are copied from the store as they are,
+ * never decoded: this fetch was most of a small search's time. The array
+ * header is written as array32 and its count patched at the end. */
+static int pack_hits(msg_out *o, msgpack_packer *pk, search_req *s, const node_hit *hits, size_t n)
+{
+    static const uint8_t array32[5] = {0xdd, 0, 0, 0, 0};
+    size_t at = nng_msg_len(o->m);
+    if (pk->callback(pk->data, (const char *)array32, sizeof array32) != 0)
+        return MG_ENOMEM;
+    hit_packer hp = {.pk = pk, .hits = hits, .vecs = s->vecs, .dim = s->dim};
+    /* Consecutive hits of one group are read in one transaction. */
+    mg_store_mem_ref refs[64];
+    for (size_t i = 0; i < n;) {
+        node_group *ng = hits[i].ng;
+        size_t j = i;
+        while (j < n && j - i < 64 && hits[j].ng == ng &&
+               (hits[j].vec == NULL) == (hits[i].vec == NULL)) {
+            refs[j - i].cube_id = s->cubes[hits[j].cube].cube_id;
+            refs[j - i].id = hits[j].id;
+            j++;
+        }
+        hp.hits = hits + i;
+        /* Vectors come from the store only for hits the index gave none. */
+        bool store_vecs = s->vecs && hits[i].vec == NULL;
+        int rc = mg_store_mem_visit(ng->store, refs, j - i, store_vecs, pack_hit, &hp, NULL);
+        if (rc == MG_ENOMEM)
+            return rc;
+        /* Any other failure (a damaged store): those hits are left out. */
+        i = j;
+    }
+    if (o->failed)
+        return MG_ENOMEM;
+    uint8_t *count = (uint8_t *)nng_msg_body(o->m) + at + 1;
+    count[0] = (uint8_t)(hp.packed >> 24);
+    count[1] = (uint8_t)(hp.packed >> 16);
+    count[2] = (uint8_t)(hp.packed >> 8);
+    count[3] = (uint8_t)hp.packed;
+    return MG_OK;
 }
 
 static void pack_reply(node_ctx *c, search_req *s, const node_hit *hits, size_t n_hits)
@@ -451,10 +505,16 @@ static void pack_reply(node_ctx *c, search_req *s, const node_hit *hits, size_t 
                 first_fail = &s->groups[i];
         }
     }
-    msgpack_sbuffer sb;
+    /* Sized for records of ~1 KB; msg_write doubles past it. */
+    size_t guess = 1024 + n_hits * (1024 + (s->vecs ? (size_t)s->dim * sizeof(float) : 0));
+    msg_out o = {0};
+    if (nng_msg_alloc(&o.m, 0) != 0) {
+        node_reply_error(c, MG_ENOMEM, "out of memory encoding the reply", 0, NULL);
+        return;
+    }
+    nng_msg_reserve(o.m, guess); /* a hint: msg_write grows it as needed */
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &o, msg_write);
     int status = MG_OK;
     if (answered == 0 && first_fail != NULL) {
         status = first_fail->status;
@@ -470,7 +530,7 @@ static void pack_reply(node_ctx *c, search_req *s, const node_hit *hits, size_t 
         if (s->groups[i].status == MG_OK)
             msgpack_pack_uint64(&pk, s->groups[i].group_id);
     mg_mp_pack_cstr(&pk, "hits");
-    pack_hits(&pk, s, hits, n_hits);
+    pack_hits(&o, &pk, s, hits, n_hits);
     mg_mp_pack_cstr(&pk, "missing");
     msgpack_pack_array(&pk, (uint32_t)failed);
     for (size_t i = 0; i < s->n_groups; i++) {
@@ -500,7 +560,12 @@ static void pack_reply(node_ctx *c, search_req *s, const node_hit *hits, size_t 
         mg_mp_pack_cstr(&pk, "msg");
         mg_mp_pack_cstr(&pk, s->errors[i].msg);
     }
-    node_reply_as(c, &sb, status);
+    if (o.failed) {
+        nng_msg_free(o.m);
+        node_reply_error(c, MG_ENOMEM, "out of memory encoding the reply", 0, NULL);
+        return;
+    }
+    node_reply_msg(c, o.m, status);
 }
 
 static void search_run(node_ctx *c)
@@ -509,6 +574,7 @@ static void search_run(node_ctx *c)
     search_req *s = c->search;
     if (node_expired(c))
         return;
+    uint64_t t0 = mg_clock_mono_ns();
     if (!node_stores_enter(n)) {
         node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
         return;
@@ -521,7 +587,13 @@ static void search_run(node_ctx *c)
     size_t groups_ok = 0;
     for (size_t i = 0; i < s->n_groups; i++)
         groups_ok += s->groups[i].status == MG_OK;
-    node_hit *all = malloc((groups_ok ? groups_ok : 1) * s->k * sizeof *all);
+    size_t n_cand = (groups_ok ? groups_ok : 1) * s->k;
+    node_hit *all = malloc(n_cand * sizeof *all);
+    /* The candidates' vectors are copied out of the index by the scan (no
+     * store read per hit), unless that would take more than 16 MiB. */
+    float *vecs = NULL;
+    if (s->vecs && n_cand * s->dim <= SEARCH_VECS_FLOATS)
+        vecs = malloc(n_cand * s->dim * sizeof *vecs);
     s->errors = malloc(cap * sizeof *s->errors);
     if (ids == NULL || filters == NULL || map == NULL || hits == NULL || all == NULL ||
         s->errors == NULL) {
@@ -536,11 +608,12 @@ static void search_run(node_ctx *c)
             continue;
         size_t nc = prepare_cubes(c, s, sg, ids, filters, map);
         if (nc > 0)
-            scan_group(s, sg, ids, filters, map, nc, all, &n_all, hits);
+            scan_group(s, sg, ids, filters, map, nc, all, &n_all, hits, vecs);
         for (size_t j = 0; j < nc; j++)
             mg_filter_free(filters[j]);
     }
     qsort(all, n_all, sizeof *all, hit_order);
+    node_stats_scan(n, mg_clock_mono_ns() - t0);
     pack_reply(c, s, all, n_all < s->k ? n_all : s->k);
     node_stores_leave(n);
 done:
@@ -549,6 +622,7 @@ done:
     free(map);
     free(hits);
     free(all);
+    free(vecs);
 }
 
 /* ---- barriers (loop) ---------------------------------------------------- */
@@ -604,6 +678,35 @@ static void search_barriers(node_ctx *c)
 
 /* ---- start (nng thread) ------------------------------------------------- */
 
+/* A search over at most this many vector floats (memories × dimension) runs
+ * on the nng thread that received it instead of on a worker: about 10k
+ * memories of 384 dimensions, a scan of ~0.2 ms. For such searches the hop to
+ * a worker (a wake-up, and a context switch on a busy 2-core box) cost as much
+ * as the scan. Larger ones go to the workers so that nng's few threads are
+ * never held for long. The Raft loop is not involved either way. */
+#define SEARCH_INLINE_FLOATS (4u << 20)
+
+static bool search_is_small(mg_node *n, const search_req *s)
+{
+    if (s->n_cubes > 8 || !node_stores_enter(n))
+        return false;
+    uint64_t floats = 0;
+    for (uint32_t i = 0; i < s->n_cubes && floats <= SEARCH_INLINE_FLOATS; i++) {
+        node_group *ng = NULL;
+        for (size_t j = 0; j < s->n_groups && ng == NULL; j++)
+            if (s->groups[j].group_id == s->cubes[i].group && s->groups[j].status == MG_OK)
+                ng = s->groups[j].ng;
+        uint64_t count = 0;
+        if (ng != NULL &&
+            (mg_store_mem_count(ng->store, s->cubes[i].cube_id, &count, NULL) != MG_OK ||
+             count > SEARCH_INLINE_FLOATS))
+            count = SEARCH_INLINE_FLOATS; /* unknown or large: not inline */
+        floats += count * s->dim;
+    }
+    node_stores_leave(n);
+    return floats <= SEARCH_INLINE_FLOATS;
+}
+
 void node_search_start(node_ctx *c)
 {
     mg_node *n = c->node;
@@ -655,5 +758,8 @@ void node_search_start(node_ctx *c)
             node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
         return;
     }
-    node_worker_post(n, c, search_run);
+    if (search_is_small(n, s))
+        search_run(c);
+    else
+        node_worker_post(n, c, search_run);
 }

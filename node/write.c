@@ -10,6 +10,7 @@
  */
 #include "node_internal.h"
 
+#include "../lib/clock.h"
 #include "../lib/log.h"
 
 #include <stdlib.h>
@@ -227,6 +228,8 @@ static void on_proposed(mg_group_proposal *p, int status, const mg_cmd_outcome *
     node_ctx *c = p->data;
     mg_node *n = c->node;
     pending_forget(n, c);
+    if (status == MG_OK)
+        node_stats_commit(n, mg_clock_mono_ns() - c->propose_ns);
     if (status != MG_OK) {
         uint64_t lid = 0;
         const char *addr = NULL;
@@ -310,6 +313,7 @@ static void write_on_loop(node_ctx *c)
         }
     }
     c->prop.data = c;
+    c->propose_ns = mg_clock_mono_ns();
     rc = mg_group_propose(ng->g, &c->prop, c->cmds, c->n_cmds, on_proposed, &err);
     if (rc != MG_OK) {
         free(a.views);

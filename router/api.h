@@ -52,6 +52,9 @@ struct mg_router {
 
     /* Cube cache (cubes.c). */
     struct cube_cache *cubes;
+
+    /* Metrics (stats.c). */
+    struct router_stats *stats;
 };
 
 /* ---- requests and answers ---------------------------------------------- */
@@ -63,6 +66,8 @@ typedef struct mg_api_req {
     const char *body;
     size_t body_len;
     json_t *json;           /* the parsed body for routes with json_body */
+    uint64_t t0_ns;         /* when the handler began (before the JSON parse),
+                             * mg_clock_mono_ns: where the "parse" stage starts */
 } mg_api_req;
 
 typedef struct mg_api_resp {
@@ -70,6 +75,7 @@ typedef struct mg_api_resp {
     char *body;             /* malloc'd JSON text */
     size_t len;
     const char *allow;      /* Allow header for 405, or NULL */
+    const char *content_type; /* static text, or NULL for application/json */
 } mg_api_resp;
 
 typedef void (*mg_api_handler)(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
@@ -189,7 +195,36 @@ typedef enum api_bucket {
 /* The bucket of a memory_type (unknown and absent types go to text). */
 api_bucket api_bucket_of(const char *memory_type, size_t len);
 
+/* ---- metrics (stats.c) --------------------------------------------------- */
+
+/* Stages of adds and searches (DESIGN §11), recorded per request. */
+enum router_op { ROUTER_OP_ADD = 0, ROUTER_OP_SEARCH, ROUTER_OP_COUNT_ };
+enum router_stage {
+    ROUTER_STAGE_PARSE = 0, /* JSON parse and validation (fast-mode windows included) */
+    ROUTER_STAGE_EMBED,     /* the embedder */
+    ROUTER_STAGE_ROUTE,     /* cube lookups, access checks, building commands/surveys */
+    ROUTER_STAGE_SCATTER,   /* the cluster round trips */
+    ROUTER_STAGE_MERGE,     /* top-k merge, dedup, the answer */
+    ROUTER_STAGE_COUNT_
+};
+
+/* Registers the router's series (MG_ENOMEM; the caller then frees with
+ * router_stats_close, which also takes a partly opened one). */
+int router_stats_open(mg_router *r);
+void router_stats_close(mg_router *r);
+
+/* One answered request: its route (NULL: none matched), HTTP status and time
+ * from first byte to answer. Any thread; lock-free. */
+void router_stats_request(mg_router *r, const mg_route *route, unsigned status, uint64_t ns);
+
+/* Records now - *t as `stage` of `op` and sets *t to now. */
+void router_stage(mg_router *r, int op, int stage, uint64_t *t);
+/* Records a stage's time measured by the caller. */
+void router_stage_ns(mg_router *r, int op, int stage, uint64_t ns);
+
 /* Handlers. */
+void api_metrics(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_stats(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 void api_add(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 void api_get_all(mg_router *r, const mg_api_req *req, mg_api_resp *resp);

@@ -234,9 +234,11 @@ static int writable_cubes(mg_router *r, const json_t *body, const char *user,
 }
 
 /* Builds and sends the mem_put of every batch item into one cube, each with a
- * new id when it is not the first cube (ids are unique across cubes). */
+ * new id when it is not the first cube (ids are unique across cubes).
+ * *scatter_ns grows by the time spent waiting for the cluster. */
 static int put_into_cube(mg_router *r, const char *user, const char *cube_id, add_batch *b,
-                         const float *vecs, bool fresh_ids, json_t *answer, mg_error *err)
+                         const float *vecs, bool fresh_ids, json_t *answer,
+                         uint64_t *scatter_ns, mg_error *err)
 {
     mg_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
@@ -277,8 +279,11 @@ static int put_into_cube(mg_router *r, const char *user, const char *cube_id, ad
             free(vec);
         }
     }
-    if (rc == MG_OK)
+    if (rc == MG_OK) {
+        uint64_t t = mg_clock_mono_ns();
         rc = cluster_write(r, user, &cmd, NULL, err);
+        *scatter_ns += mg_clock_mono_ns() - t;
+    }
     mg_cmd_clear(&cmd);
     return rc;
 }
@@ -421,6 +426,9 @@ void api_add(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         }
     }
 
+    uint64_t t = req->t0_ns;
+    router_stage(r, ROUTER_OP_ADD, ROUTER_STAGE_PARSE, &t);
+
     /* Embed every text that came without a vector, in one batch. */
     vecs = malloc((b.n ? b.n : 1) * (size_t)r->dim * sizeof *vecs);
     texts = calloc(b.n ? b.n : 1, sizeof *texts);
@@ -438,6 +446,7 @@ void api_add(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         api_fail(resp, 400, "embedding failed: %s", err.msg);
         goto done;
     }
+    router_stage(r, ROUTER_OP_ADD, ROUTER_STAGE_EMBED, &t);
 
     for (size_t c = 0; c < n_cubes; c++) {
         rc = cube_ensure_writable(r, user, cubes[c], &err);
@@ -446,8 +455,9 @@ void api_add(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
             goto done;
         }
     }
+    uint64_t scatter_ns = 0;
     for (size_t c = 0; c < n_cubes && b.n > 0; c++) {
-        rc = put_into_cube(r, user, cubes[c], &b, vecs, c > 0, answer, &err);
+        rc = put_into_cube(r, user, cubes[c], &b, vecs, c > 0, answer, &scatter_ns, &err);
         if (rc != MG_OK) {
             if (rc == MG_ENOTFOUND)
                 cube_forget(r, cubes[c]);
@@ -455,8 +465,15 @@ void api_add(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
             goto done;
         }
     }
+    /* route = cube checks and command building: the time not spent waiting
+     * for the cluster */
+    uint64_t routed = mg_clock_mono_ns();
+    router_stage_ns(r, ROUTER_OP_ADD, ROUTER_STAGE_ROUTE, routed - t - scatter_ns);
+    router_stage_ns(r, ROUTER_OP_ADD, ROUTER_STAGE_SCATTER, scatter_ns);
+    t = routed;
     api_ok(resp, "Memory added successfully", answer);
     answer = NULL;
+    router_stage(r, ROUTER_OP_ADD, ROUTER_STAGE_MERGE, &t);
 
 done:
     json_decref(answer);

@@ -124,6 +124,22 @@ static const char health_resp[] =
     "{\"type\":\"object\",\"properties\":{\"status\":" S_STR ",\"service\":" S_STR
     ",\"version\":" S_STR "}}";
 
+#define S_LATENCY                                                                                \
+    "{\"type\":\"object\",\"properties\":{\"count\":{\"type\":\"integer\"},\"mean_ms\":{"      \
+    "\"type\":\"number\"},\"p50_ms\":{\"type\":\"number\"},\"p90_ms\":{\"type\":\"number\"},"  \
+    "\"p99_ms\":{\"type\":\"number\"},\"p999_ms\":{\"type\":\"number\"},\"max_ms\":{\"type\":"  \
+    "\"number\"},\"errors\":{\"type\":\"integer\"},\"endpoint\":" S_STR ",\"stage\":" S_STR        \
+    ",\"op\":" S_STR "}}"
+#define S_ROWS "{\"type\":\"array\",\"items\":" S_LATENCY "}"
+
+static const char stats_resp[] =
+    "{\"type\":\"object\",\"properties\":{\"endpoints\":" S_ROWS ",\"stages\":" S_ROWS
+    ",\"ops\":" S_ROWS ",\"node_stages\":" S_ROWS ",\"nodes\":{\"type\":\"array\",\"items\":{"
+    "\"type\":\"object\",\"properties\":{\"node\":{\"type\":\"integer\"},\"up\":{\"type\":"
+    "\"boolean\"},\"groups\":{\"type\":\"integer\"},\"leaders\":{\"type\":\"integer\"},"
+    "\"memories\":{\"type\":\"integer\"},\"cubes\":{\"type\":\"integer\"},\"error\":" S_STR
+    "}}},\"cluster\":" S_OBJ "}}";
+
 /* ---- the table ------------------------------------------------------------ */
 
 const mg_route mg_routes[] = {
@@ -155,6 +171,12 @@ const mg_route mg_routes[] = {
      "Chat (503: no chat model configured)", NULL, NULL, true},
     {"POST", "/product/chat/stream", false, true, false, api_chat,
      "Chat, streamed (503: no chat model configured)", NULL, NULL, true},
+    {"GET", "/metrics", false, false, false, api_metrics,
+     "Prometheus metrics (text format 0.0.4) of the router and every node", NULL, NULL, false},
+    {"GET", "/admin/stats", false, false, false, api_admin_stats,
+     "Latency percentiles and counts per endpoint, stage and node op, merged across the "
+     "router and the nodes (memgrid ctl stats)",
+     NULL, stats_resp, true},
 };
 const size_t mg_n_routes = sizeof mg_routes / sizeof mg_routes[0];
 

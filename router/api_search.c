@@ -14,6 +14,7 @@
  */
 #include "api.h"
 
+#include "../lib/clock.h"
 #include "../lib/jsonmp.h"
 #include "../lib/mp.h"
 #include "../storage/filter.h"
@@ -240,10 +241,14 @@ static int pack_search(msgpack_packer *pk, const float *qvec, uint32_t dim, size
     return mg_jsonmp_pack(pk, filter);
 }
 
+/* One cube's survey and its selection. stage_ns[ROUTER_STAGE_*] grows by the
+ * time spent building the survey (route), waiting for it (scatter) and
+ * merging and selecting (merge). */
 static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
                        const char *cube_id, const json_t *filter, cube_result *out,
-                       mg_error *err)
+                       uint64_t *stage_ns, mg_error *err)
 {
+    uint64_t t_stage = mg_clock_mono_ns();
     size_t text_fetch = (size_t)sp->top_k *
                         (sp->dedup == MG_DEDUP_SIM || sp->dedup == MG_DEDUP_MMR ? DEDUP_FETCH_FACTOR
                                                                                 : 1);
@@ -266,7 +271,11 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
                              .n_fields = 6,
                              .groups = &group,
                              .n_groups = 1};
+    uint64_t sent = mg_clock_mono_ns();
+    stage_ns[ROUTER_STAGE_ROUTE] += sent - t_stage;
     int rc = mg_client_search(r->client, sp->user, sv, err);
+    t_stage = mg_clock_mono_ns();
+    stage_ns[ROUTER_STAGE_SCATTER] += t_stage - sent;
     msgpack_sbuffer_destroy(&sb);
     sv->fields = NULL;
     sv->groups = NULL;
@@ -379,6 +388,7 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
     }
     for (int b = 0; b < 4; b++)
         free(bucket_hits[b]);
+    stage_ns[ROUTER_STAGE_MERGE] += mg_clock_mono_ns() - t_stage;
     return rc;
 }
 
@@ -546,15 +556,19 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     }
 
     mg_error err;
+    uint64_t t = req->t0_ns;
+    router_stage(r, ROUTER_OP_SEARCH, ROUTER_STAGE_PARSE, &t);
     if (router_embed(r, &query, &qlen, 1, MG_EMBED_QUERY, qvec, &err) != MG_OK) {
         api_fail(resp, 422, "query: %s", err.msg);
         goto done;
     }
+    router_stage(r, ROUTER_OP_SEARCH, ROUTER_STAGE_EMBED, &t);
+    uint64_t stage_ns[ROUTER_STAGE_COUNT_] = {0};
     size_t n_missing = 0;
     json_t *missing = json_array();
     for (size_t i = 0; i < nc; i++) {
         res[i].cube_id = cubes[i];
-        int rc = search_cube(r, &sp, qvec, cubes[i], filters[i], &res[i], &err);
+        int rc = search_cube(r, &sp, qvec, cubes[i], filters[i], &res[i], stage_ns, &err);
         if (rc == MG_EUNAVAIL || rc == MG_ETIMEDOUT) {
             /* Its group did not answer: say so, never silently short. */
             for (int b = 0; b < 4; b++)
@@ -574,11 +588,14 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
             goto done;
         }
     }
+    router_stage_ns(r, ROUTER_OP_SEARCH, ROUTER_STAGE_ROUTE, stage_ns[ROUTER_STAGE_ROUTE]);
+    router_stage_ns(r, ROUTER_OP_SEARCH, ROUTER_STAGE_SCATTER, stage_ns[ROUTER_STAGE_SCATTER]);
     if (n_missing == nc) {
         json_decref(missing);
         api_fail_err(resp, &err);
         goto done;
     }
+    t = mg_clock_mono_ns();
     jw w;
     jw_init(&w);
     jw_lit(&w, "{\"code\":200,\"message\":");
@@ -612,6 +629,8 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         goto done;
     }
     api_raw(resp, 200, text, len);
+    router_stage_ns(r, ROUTER_OP_SEARCH, ROUTER_STAGE_MERGE,
+                    stage_ns[ROUTER_STAGE_MERGE] + mg_clock_mono_ns() - t);
 
 done:
     if (res != NULL)

@@ -518,6 +518,105 @@ int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, cons
     return MG_OK;
 }
 
+/* ---- one request to every node (admin) ----------------------------------- */
+
+size_t mg_client_n_nodes(const mg_client *c)
+{
+    return c->n_nodes;
+}
+
+uint64_t mg_client_node_id(const mg_client *c, size_t i)
+{
+    return i < c->n_nodes ? c->nodes[i].id : 0;
+}
+
+void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len,
+                         unsigned timeout_ms, mg_client_call *calls)
+{
+    size_t n = c->n_nodes;
+    slot **slots = calloc(n ? n : 1, sizeof *slots);
+    uint64_t *rids = calloc(n ? n : 1, sizeof *rids);
+    for (size_t i = 0; i < n; i++) {
+        calls[i] = (mg_client_call){.op = op, .body = body, .body_len = body_len};
+        calls[i].status = mg_error_set(&calls[i].err, MG_ENOMEM, "out of memory");
+    }
+    if (slots == NULL || rids == NULL)
+        goto done;
+    uint64_t deadline = now_ms() + timeout_ms;
+    /* Send to every node, then collect: the nodes answer concurrently. */
+    for (size_t i = 0; i < n; i++) {
+        int rc = MG_OK;
+        nng_msg *m;
+        slots[i] = pool_get(&c->nodes[i].req, &rc);
+        if (slots[i] == NULL) {
+            calls[i].status = mg_error_set(&calls[i].err, rc, "no context: %s", mg_strerror(rc));
+            continue;
+        }
+        rids[i] = atomic_fetch_add(&c->next_rid, 1);
+        rc = build_request(c, "", &calls[i], rids[i], timeout_ms, &m);
+        if (rc != MG_OK) {
+            calls[i].status = mg_error_set(&calls[i].err, rc, "request: %s", mg_strerror(rc));
+            pool_put(&c->nodes[i].req, slots[i]);
+            slots[i] = NULL;
+            continue;
+        }
+        nng_aio_set_msg(slots[i]->aio, m);
+        nng_aio_set_timeout(slots[i]->aio, (nng_duration)timeout_ms);
+        nng_ctx_send(slots[i]->ctx, slots[i]->aio);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i] == NULL)
+            continue;
+        nng_aio_wait(slots[i]->aio);
+        int rv = nng_aio_result(slots[i]->aio);
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(slots[i]->aio));
+            calls[i].status = mg_error_set(&calls[i].err, nng_to_mg(rv), "send to node %llu: %s",
+                                           (unsigned long long)c->nodes[i].id, nng_strerror(rv));
+            pool_put(&c->nodes[i].req, slots[i]);
+            slots[i] = NULL;
+            continue;
+        }
+        uint64_t now = now_ms();
+        nng_aio_set_timeout(slots[i]->aio, now < deadline ? (nng_duration)(deadline - now) : 1);
+        nng_ctx_recv(slots[i]->ctx, slots[i]->aio);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i] == NULL)
+            continue;
+        nng_aio_wait(slots[i]->aio);
+        int rv = nng_aio_result(slots[i]->aio);
+        if (rv != 0) {
+            calls[i].status = mg_error_set(&calls[i].err, nng_to_mg(rv), "node %llu: %s",
+                                           (unsigned long long)c->nodes[i].id, nng_strerror(rv));
+        } else {
+            mg_client_reply r = {.msg = nng_aio_get_msg(slots[i]->aio)};
+            mg_error derr;
+            int rc = mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep, &derr);
+            if (rc == MG_OK && r.rep.rid != rids[i])
+                rc = mg_error_set(&derr, MG_ECORRUPT, "reply for another request");
+            if (rc != MG_OK)
+                calls[i].status = mg_error_set(&calls[i].err, MG_EINTERNAL, "node %llu: %s",
+                                               (unsigned long long)c->nodes[i].id, derr.msg);
+            else if (r.rep.status != MG_OK)
+                calls[i].status = mg_error_set(&calls[i].err, r.rep.status, "node %llu: %.*s",
+                                               (unsigned long long)c->nodes[i].id,
+                                               (int)r.rep.msg_len, r.rep.msg);
+            if (rc == MG_OK && r.rep.status == MG_OK) {
+                calls[i].status = MG_OK;
+                mg_error_clear(&calls[i].err);
+                calls[i].reply = r;
+            } else {
+                mg_client_reply_free(&r);
+            }
+        }
+        pool_put(&c->nodes[i].req, slots[i]);
+    }
+done:
+    free(slots);
+    free(rids);
+}
+
 /* ---- survey ------------------------------------------------------------- */
 
 void mg_client_survey_clear(mg_client_survey *s)

@@ -76,6 +76,18 @@ typedef struct mg_client_call {
  * `user` ("" or NULL = internal). Returns when every call has its status. */
 void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t n);
 
+/* The nodes the client talks to: how many, and the i'th one's id. */
+size_t mg_client_n_nodes(const mg_client *c);
+uint64_t mg_client_node_id(const mg_client *c, size_t i);
+
+/* Sends one request (op and body, group 0, internal user) to every node at
+ * once, without retries, and waits at most timeout_ms for the answers:
+ * calls[i] (mg_client_n_nodes entries, overwritten) gets node i's status,
+ * error and, on MG_OK, its reply (the caller frees it). For admin requests
+ * such as STATS. */
+void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len,
+                         unsigned timeout_ms, mg_client_call *calls);
+
 /* One call: returns its status; *out (set only on MG_OK) is the caller's. */
 int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, const void *body,
                     size_t body_len, mg_client_reply *out, mg_error *err);

@@ -10,6 +10,7 @@
  */
 #include "api.h"
 
+#include "../lib/clock.h"
 #include "../lib/log.h"
 #include "embed.h"
 
@@ -34,6 +35,7 @@ struct http_job {
     const char *arg;
     char *body;
     size_t len, cap;
+    uint64_t start_ns;      /* the request's first access-handler call */
     unsigned early;         /* 404, 405, 413: answer without running a handler */
     bool ready;             /* resp is filled */
     bool queued;
@@ -60,7 +62,8 @@ static enum MHD_Result queue_resp(struct MHD_Connection *conn, mg_api_resp *resp
     if (m == NULL)
         return MHD_NO;
     resp->body = NULL; /* MHD frees it */
-    MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->content_type ? resp->content_type : "application/json");
     if (resp->allow != NULL)
         MHD_add_response_header(m, MHD_HTTP_HEADER_ALLOW, resp->allow);
     enum MHD_Result rc = MHD_queue_response(conn, resp->status, m);
@@ -106,6 +109,17 @@ static void early_answer(http_job *j)
     j->ready = true;
 }
 
+/* Queues the job's answer, counting it and recording its time from the
+ * request's first byte (DESIGN §11). */
+static enum MHD_Result answer(http_job *j)
+{
+    if (j->resp.body == NULL)
+        api_fail(&j->resp, 500, "internal error: no answer");
+    j->queued = true;
+    router_stats_request(j->r, j->route, j->resp.status, mg_clock_mono_ns() - j->start_ns);
+    return queue_resp(j->conn, &j->resp);
+}
+
 /* Runs the job's handler (on a worker or inline). */
 static void run_handler(http_job *j)
 {
@@ -113,7 +127,8 @@ static void run_handler(http_job *j)
                       .path = j->path,
                       .arg = j->arg ? j->arg : "",
                       .body = j->body ? j->body : "",
-                      .body_len = j->len};
+                      .body_len = j->len,
+                      .t0_ns = mg_clock_mono_ns()};
     memset(&j->resp, 0, sizeof j->resp);
     if (j->route->json_body) {
         json_error_t jerr;
@@ -199,6 +214,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_NO;
         j->r = r;
         j->conn = conn;
+        j->start_ns = mg_clock_mono_ns();
         j->path = strdup(url);
         if (j->path == NULL) {
             free(j);
@@ -223,8 +239,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
              * connection is closed after this answer. */
             j->early = 413;
             early_answer(j);
-            j->queued = true;
-            return queue_resp(conn, &j->resp);
+            return answer(j);
         }
         return MHD_YES;
     }
@@ -269,8 +284,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             j->ready = true;
         }
     }
-    j->queued = true;
-    return queue_resp(conn, &j->resp);
+    return answer(j);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -337,6 +351,7 @@ static void router_free(mg_router *r)
         MHD_stop_daemon(r->mhd);
     mg_client_close(r->client);
     cube_cache_close(r);
+    router_stats_close(r);
     if (r->own_emb)
         mg_embedder_close(r->emb);
     pthread_cond_destroy(&r->cond);
@@ -359,6 +374,10 @@ int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     resolve_limits(&r->limits, &cfg->limits);
+    if (router_stats_open(r) != MG_OK) {
+        router_free(r);
+        return mg_error_set(err, MG_ENOMEM, "router: out of memory");
+    }
     snprintf(r->version, sizeof r->version, "%s", cfg->version ? cfg->version : MEMGRID_VERSION);
     r->llm = cfg->llm;
 

@@ -76,6 +76,9 @@ typedef struct mg_index_query {
     size_t rescore;              /* INT8: candidates rescored in f32; 0 = max(4k, 64) */
     mg_index_accept_fn accept;   /* NULL = accept all */
     void *accept_arg;
+    float *vecs;                 /* NULL, or room for k × dim floats: receives hit i's
+                                    normalized vector at vecs + i × dim (the row that
+                                    was scored, copied before the search returns) */
 } mg_index_query;
 
 typedef struct mg_index_hit {

@@ -265,6 +265,8 @@ int mg_index_search(const mg_index *ix, const mg_index_query *q, mg_index_hit *h
         hits[i].score = top.h[i].score;
         hits[i].cube = top.h[i].cube;
         memcpy(hits[i].id, top.h[i].id, 16);
+        if (q->vecs != NULL)
+            memcpy(q->vecs + i * q->dim, top.h[i].vec, q->dim * sizeof(float));
     }
     *n_hits = top.n;
     free(top.h);

@@ -61,6 +61,14 @@ int mg_store_open(const char *dir, const mg_store_options *opts, mg_store **out,
 /* Closes and frees. No call may be running on the store. */
 void mg_store_close(mg_store *s);
 
+/* Forces every committed write to disk (what MG_STORE_SYNC_NONE skips at
+ * commit). MG_EIO. */
+int mg_store_sync(mg_store *s, mg_error *err);
+
+/* Removes the files of the (closed) store in `dir`, leaving the directory:
+ * the next mg_store_open starts empty. Absent files are fine. MG_EIO. */
+int mg_store_remove(const char *dir, mg_error *err);
+
 /* Last applied Raft index (0 for a new store). */
 uint64_t mg_store_applied(mg_store *s);
 
@@ -78,6 +86,13 @@ enum mg_store_op_kind {
                                 * (a NULL filter matches all, as in mem_list) */
     MG_STORE_USER_PUT,         /* user */
     MG_STORE_USER_DELETE,      /* user_id */
+    MG_STORE_MEM_PUT_ENCODED,  /* as MEM_PUT, with the memory already encoded: cube_id,
+                                * record/record_len (an mg_item record as mg_item_pack
+                                * writes it, stored as is), vec_le/dim (dim float32
+                                * little-endian, any alignment; NULL for none). The
+                                * record is checked (mg_store_record_check: the result
+                                * is its code) but never decoded. mem_id, when not NULL,
+                                * must be the record's id (else MG_EINVAL). */
 };
 
 enum mg_store_op_flags {
@@ -98,7 +113,19 @@ typedef struct mg_store_op {
     const mg_filter *filter;
     const mg_user *user;
     const char *user_id;
+    const void *record;        /* MEM_PUT_ENCODED */
+    size_t record_len;
+    const void *vec_le;        /* MEM_PUT_ENCODED: dim float32, little-endian, unaligned */
 } mg_store_op;
+
+/* Checks an encoded memory record (mg_item_pack's format) without decoding
+ * it: accepts what mg_item_decode accepts and gives the same code otherwise
+ * (MG_ECORRUPT malformed, MG_EVERSION newer record version, MG_EINVAL /
+ * MG_ETOOBIG what mg_item_validate refuses), allocating nothing. A record
+ * whose metadata is not in its shortest encoding is measured as encoded here
+ * (mg_item_validate measures the re-encoding). On MG_OK *id, when id is not
+ * NULL, points at the record's 16-byte id inside rec. */
+int mg_store_record_check(const void *rec, size_t len, const uint8_t **id, mg_error *err);
 
 /* Applies ops in order in one LMDB transaction together with Raft `index`.
  *
@@ -137,6 +164,32 @@ int mg_store_mem_count(mg_store *s, const char *cube_id, uint64_t *count, mg_err
 int mg_store_mem_get(mg_store *s, const char *cube_id, const uint8_t id[16], mg_item *out,
                      float **vec, uint32_t *dim, mg_error *err);
 
+/* Which memory mg_store_mem_visit reads. */
+typedef struct mg_store_mem_ref {
+    const char *cube_id;
+    const uint8_t *id; /* 16 bytes */
+} mg_store_mem_ref;
+
+/* Called by mg_store_mem_visit for each memory found, in the order asked (i:
+ * its index in refs). record/record_len: the encoded mg_item record exactly
+ * as stored (written by apply, which checked it); vec_le/dim: its vector as
+ * stored (dim float32, little-endian, unaligned), NULL/0 when vectors were not
+ * asked for or it has none. Every pointer is borrowed from the store's memory
+ * map and valid only during the call: copy what must outlive it. The call
+ * runs inside a read transaction and must not call into the store. Return
+ * MG_OK to go on; anything else stops the walk and is returned. */
+typedef int (*mg_store_mem_fn)(void *arg, size_t i, const void *record, size_t record_len,
+                               const void *vec_le, uint32_t dim);
+
+/* Reads n memories, with their vectors when `vecs`, in one read transaction
+ * (one committed state), without decoding them: the fast path for forwarding
+ * records (the search's fetch of its hits). A memory that is absent is
+ * skipped (fn is not called for it). MG_EINVAL for an invalid cube id (then
+ * nothing is read), MG_ECORRUPT for a malformed stored vector, an LMDB
+ * failure translated, or fn's own code. */
+int mg_store_mem_visit(mg_store *s, const mg_store_mem_ref *refs, size_t n, bool vecs,
+                       mg_store_mem_fn fn, void *arg, mg_error *err);
+
 /* The cube that holds memory `id`, copied into cube_id (MG_CUBE_ID_MAX + 1
  * bytes). MG_ENOTFOUND when no cube does. */
 int mg_store_mem_find(mg_store *s, const uint8_t id[16], char *cube_id, mg_error *err);
@@ -163,6 +216,9 @@ typedef struct mg_store_query {
                                       * NULL), or NULL for none */
     size_t k;
     int scan;                        /* enum mg_scan (MG_SCAN_INT8 needs opts.int8) */
+    float *vecs;                     /* NULL, or room for k × dim floats: hit i's vector,
+                                      * as the index holds it (normalized), at
+                                      * vecs + i × dim (mg_index_query.vecs) */
 } mg_store_query;
 
 /* Top-k over the cubes (absent cubes give nothing), filters applied during

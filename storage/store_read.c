@@ -158,6 +158,49 @@ done_end_read:
     return ret;
 }
 
+int mg_store_mem_visit(mg_store *s, const mg_store_mem_ref *refs, size_t n, bool vecs,
+                       mg_store_mem_fn fn, void *arg, mg_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int ret = store_check_cube_id(refs[i].cube_id, err);
+        if (ret)
+            return ret;
+    }
+    if (n == 0)
+        return MG_OK;
+    MDB_txn *txn;
+    int ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    for (size_t i = 0; i < n && ret == MG_OK; i++) {
+        const char *cube_id = refs[i].cube_id;
+        uint8_t key[STORE_MEM_KEY_MAX];
+        MDB_val k = {store_mem_key(key, cube_id, strlen(cube_id), refs[i].id), key}, rec, v;
+        int rc = mdb_get(txn, s->dbi[STORE_DB_MEMORIES], &k, &rec);
+        if (rc == MDB_NOTFOUND)
+            continue;
+        if (rc) {
+            ret = store_lmdb_error(err, rc, "reading a memory", s->data_path);
+            break;
+        }
+        const uint8_t *raw = NULL;
+        uint32_t d = 0;
+        if (vecs) {
+            rc = mdb_get(txn, s->dbi[STORE_DB_VECTORS], &k, &v);
+            if (rc == 0 && store_vector_parse(&v, &raw, &d))
+                ret = mg_error_set(err, MG_ECORRUPT, "malformed vector in cube %s (%s)", cube_id,
+                                   s->data_path);
+            else if (rc != 0 && rc != MDB_NOTFOUND)
+                ret = store_lmdb_error(err, rc, "reading a vector", s->data_path);
+            if (ret)
+                break;
+        }
+        ret = fn(arg, i, rec.mv_data, rec.mv_size, raw, d);
+    }
+    store_read_end(s, txn);
+    return ret;
+}
+
 int mg_store_mem_find(mg_store *s, const uint8_t id[16], char *cube_id, mg_error *err)
 {
     MDB_txn *txn;
@@ -381,6 +424,7 @@ int mg_store_search(mg_store *s, const mg_store_query *q, mg_index_hit *hits, si
             .scan = q->scan,
             .accept = any_filter ? match_accept : NULL,
             .accept_arg = sets,
+            .vecs = q->vecs,
         };
         ret = mg_index_search(s->index, &iq, hits, n_hits, err);
     }

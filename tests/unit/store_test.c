@@ -388,6 +388,99 @@ static void test_per_op_errors(void **state)
     tmpdir_free(dir2);
 }
 
+/* mg_store_mem_visit: records exactly as stored, vectors as given, absent
+ * memories skipped, the callback's code returned; and a search's vecs
+ * output: each hit's normalized vector. */
+typedef struct visit_log {
+    size_t n, idx[8], rec_len[8];
+    uint32_t dim[8];
+    float vec0[DIM];
+    uint8_t rec1[4096]; /* the record of refs[2] */
+    int stop_after;     /* 0: never */
+} visit_log;
+
+static int visit_cb(void *arg, size_t i, const void *record, size_t record_len, const void *vec_le,
+                    uint32_t dim)
+{
+    visit_log *v = arg;
+    v->idx[v->n] = i;
+    v->rec_len[v->n] = record_len;
+    v->dim[v->n] = dim;
+    if (i == 0 && vec_le != NULL)
+        memcpy(v->vec0, vec_le, sizeof v->vec0);
+    if (i == 2 && record_len <= sizeof v->rec1) /* refs[2]: m[1] */
+        memcpy(v->rec1, record, record_len);
+    v->n++;
+    return v->stop_after && v->n == (size_t)v->stop_after ? MG_EBUSY : MG_OK;
+}
+
+static void test_mem_visit_and_search_vecs(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    mg_store *s = store_open(dir, NULL);
+    put_cube(s, "c", 0);
+    mem m[3];
+    for (uint32_t i = 0; i < 3; i++)
+        mem_make(&m[i], i);
+    assert_int_equal(put_mems(s, 0, "c", m, 2, true, NULL), MG_OK);
+    assert_int_equal(put_mems(s, 0, "c", m + 2, 1, false, NULL), MG_OK);
+
+    mem absent;
+    mem_make(&absent, 7);
+    mg_store_mem_ref refs[4] = {{"c", m[0].id}, {"c", absent.id}, {"c", m[1].id}, {"c", m[2].id}};
+    visit_log v = {0};
+    assert_int_equal(mg_store_mem_visit(s, refs, 4, true, visit_cb, &v, NULL), MG_OK);
+    assert_int_equal(v.n, 3);
+    assert_int_equal(v.idx[0], 0);
+    assert_int_equal(v.idx[1], 2);
+    assert_int_equal(v.idx[2], 3);
+    assert_int_equal(v.dim[0], DIM);
+    assert_int_equal(v.dim[2], 0); /* m[2] has no vector */
+    assert_memory_equal(v.vec0, m[0].vec, sizeof v.vec0);
+    /* Record bytes: what mg_item_encode gives for the memory. */
+    mg_item it = {0};
+    char *enc;
+    size_t enc_len;
+    assert_int_equal(mg_store_mem_get(s, "c", m[1].id, &it, NULL, NULL, NULL), MG_OK);
+    assert_int_equal(mg_item_encode(&it, &enc, &enc_len), MG_OK);
+    assert_int_equal(v.rec_len[1], enc_len);
+    assert_memory_equal(v.rec1, enc, enc_len);
+    free(enc);
+    mg_item_clear(&it);
+
+    /* Without vectors; a callback's error stops the walk and is returned. */
+    memset(&v, 0, sizeof v);
+    v.stop_after = 1;
+    assert_int_equal(mg_store_mem_visit(s, refs, 4, false, visit_cb, &v, NULL), MG_EBUSY);
+    assert_int_equal(v.n, 1);
+    assert_int_equal(v.dim[0], 0);
+    /* An invalid cube id reads nothing. */
+    mg_store_mem_ref bad = {"bad id!", m[0].id};
+    memset(&v, 0, sizeof v);
+    assert_int_equal(mg_store_mem_visit(s, &bad, 1, true, visit_cb, &v, NULL), MG_EINVAL);
+    assert_int_equal(v.n, 0);
+
+    /* The search copies out each hit's normalized vector. */
+    const char *cubes[] = {"c"};
+    mg_index_hit hits[2];
+    float vecs[2 * DIM];
+    size_t nh = 0;
+    mg_store_query q = {
+        .vec = m[1].vec, .dim = DIM, .cube_ids = cubes, .n_cubes = 1, .k = 2, .vecs = vecs};
+    assert_int_equal(mg_store_search(s, &q, hits, &nh, NULL), MG_OK);
+    assert_int_equal(nh, 2);
+    assert_memory_equal(hits[0].id, m[1].id, 16);
+    for (size_t h = 0; h < nh; h++) {
+        const mem *src = memcmp(hits[h].id, m[0].id, 16) == 0 ? &m[0] : &m[1];
+        double n = norm(src->vec);
+        for (uint32_t d = 0; d < DIM; d++)
+            assert_true(fabs((double)vecs[h * DIM + d] - src->vec[d] / n) < 1e-5);
+    }
+    mg_store_close(s);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_delete_cube_and_where),
         cmocka_unit_test(test_reopen_and_idempotence),
         cmocka_unit_test(test_per_op_errors),
+        cmocka_unit_test(test_mem_visit_and_search_vecs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
