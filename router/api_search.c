@@ -537,6 +537,10 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
             mg_filter_free(f);
         }
     }
+    /* MemOS appends a cube's pref_mem entry only when include_preference is
+     * true, whatever search_memory_type asks (formatters_handler.py,
+     * post_process_pref_mem); tool_mem and skill_mem entries always appear. */
+    const bool pref_entries = sp.pref;
     if (memory_type != NULL) {
         /* Only the asked type's bucket. */
         api_bucket b = api_bucket_of(memory_type, strlen(memory_type));
@@ -605,7 +609,10 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     jw_lit(&w, ",\"data\":{\"text_mem\":");
     write_bucket(&w, res, nc, API_BUCKET_TEXT);
     jw_lit(&w, ",\"act_mem\":[],\"para_mem\":[],\"pref_mem\":");
-    write_bucket(&w, res, nc, API_BUCKET_PREF);
+    if (pref_entries)
+        write_bucket(&w, res, nc, API_BUCKET_PREF);
+    else
+        jw_lit(&w, "[]");
     jw_lit(&w, ",\"tool_mem\":");
     write_bucket(&w, res, nc, API_BUCKET_TOOL);
     jw_lit(&w, ",\"skill_mem\":");
