@@ -2,6 +2,7 @@
 
 #include "../lib/jsonmp.h"
 #include "../storage/filter.h"
+#include "../storage/store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +447,132 @@ int mg_cmd_decode(const void *buf, size_t len, mg_cmd *out, mg_error *err)
 
 err_clear:
     mg_cmd_clear(out);
+    return rc;
+}
+
+/* ---- reading puts in place --------------------------------------------- */
+
+void mg_cmd_puts_clear(mg_cmd_puts *p)
+{
+    free(p->recs);
+    memset(p, 0, sizeof *p);
+}
+
+/* "items" read in place: read_items' checks, records checked not decoded. */
+static int read_item_recs(mg_mp_reader *r, mg_cmd_puts *p, bool *have_items, mg_error *err)
+{
+    uint32_t n;
+    if (mg_mp_read_array(r, &n) != MG_OK || n > MG_CMD_ITEMS_MAX)
+        return corrupt(err, "items");
+    if (p->recs != NULL) {
+        if (n != p->n || (n > 0 && *have_items))
+            return corrupt(err, "items (given twice or count differs from vecs)");
+    } else {
+        p->recs = calloc(n ? n : 1, sizeof *p->recs);
+        if (p->recs == NULL)
+            return mg_error_set(err, MG_ENOMEM, "out of memory decoding a command");
+        p->n = n;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *start;
+        size_t len;
+        if (read_element(r, &start, &len) != MG_OK)
+            return corrupt(err, "item");
+        int rc = mg_store_record_check(start, len, NULL, err);
+        if (rc != MG_OK)
+            return mg_error_wrap(err, rc, "command items[%u]", i);
+        p->recs[i].record = start;
+        p->recs[i].record_len = len;
+    }
+    *have_items = n > 0;
+    return MG_OK;
+}
+
+/* "vecs" read in place: read_vecs' checks, vectors left where they are. */
+static int read_vec_recs(mg_mp_reader *r, mg_cmd_puts *p, mg_error *err)
+{
+    uint32_t n;
+    if (mg_mp_read_array(r, &n) != MG_OK)
+        return corrupt(err, "vecs");
+    if (p->recs == NULL) {
+        if (n > MG_CMD_ITEMS_MAX)
+            return corrupt(err, "vecs");
+        p->recs = calloc(n ? n : 1, sizeof *p->recs);
+        if (p->recs == NULL)
+            return mg_error_set(err, MG_ENOMEM, "out of memory decoding a command");
+        p->n = n;
+    } else if (n != p->n) {
+        return corrupt(err, "vecs (count differs from items)");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (mg_mp_peek(r) == MG_MP_NIL) {
+            (void)mg_mp_read_nil(r);
+            continue; /* as read_vecs: an earlier vecs' vector stays */
+        }
+        const uint8_t *b;
+        uint32_t blen;
+        if (mg_mp_read_bin(r, &b, &blen) != MG_OK || blen == 0 || blen % sizeof(float) != 0 ||
+            blen / sizeof(float) > MG_DIM_MAX)
+            return corrupt(err, "vector");
+        p->recs[i].vec = b;
+        p->recs[i].dim = (uint32_t)(blen / sizeof(float));
+    }
+    return MG_OK;
+}
+
+int mg_cmd_read_puts(const void *buf, size_t len, mg_cmd_puts *out, mg_error *err)
+{
+    mg_mp_reader r;
+    uint32_t n;
+    int rc;
+    bool have_items = false;
+    /* Every other field goes through mg_cmd_decode's own reader, so that it
+     * is accepted or refused the same way. */
+    mg_cmd other = {0};
+    memset(out, 0, sizeof *out);
+    mg_mp_reader_init(&r, buf, len);
+    if (mg_mp_read_map(&r, &n) != MG_OK) {
+        rc = corrupt(err, "command (not a map)");
+        goto err_clear;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (mg_mp_peek_str_eq(&r, "items")) {
+            (void)mg_mp_skip(&r);
+            rc = read_item_recs(&r, out, &have_items, err);
+        } else if (mg_mp_peek_str_eq(&r, "vecs")) {
+            (void)mg_mp_skip(&r);
+            rc = read_vec_recs(&r, out, err);
+        } else {
+            rc = read_field(&r, &other, err);
+        }
+        if (rc != MG_OK)
+            goto err_clear;
+    }
+    if (mg_mp_remaining(&r) != 0) {
+        rc = corrupt(err, "command (trailing bytes)");
+        goto err_clear;
+    }
+    if (other.kind != MG_CMD_MEM_PUT && other.kind != MG_CMD_MEM_UPDATE) {
+        rc = mg_error_set(err, MG_EINVAL, "command is not a mem_put or mem_update");
+        goto err_clear;
+    }
+    /* check_decoded for puts */
+    if (!other.cube_id[0] || out->n == 0) {
+        rc = corrupt(err, "mem_put (no cube_id or items)");
+        goto err_clear;
+    }
+    if (!have_items) {
+        rc = corrupt(err, "mem_put (vecs without items)");
+        goto err_clear;
+    }
+    out->kind = other.kind;
+    memcpy(out->cube_id, other.cube_id, sizeof out->cube_id);
+    mg_cmd_clear(&other);
+    return MG_OK;
+
+err_clear:
+    mg_cmd_clear(&other);
+    mg_cmd_puts_clear(out);
     return rc;
 }
 

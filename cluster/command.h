@@ -119,6 +119,37 @@ int mg_cmd_encode(const mg_cmd *c, void **buf, size_t *len, mg_error *err);
  * op. On error *out is left cleared. */
 int mg_cmd_decode(const void *buf, size_t len, mg_cmd *out, mg_error *err);
 
+/* ---- reading puts in place -------------------------------------------- */
+
+/* One memory of a mem_put / mem_update as it lies in the encoded command. */
+typedef struct mg_cmd_rec {
+    const uint8_t *record;  /* its mg_item record (as mg_item_pack wrote it) */
+    size_t record_len;
+    const uint8_t *vec;     /* dim float32 little-endian, unaligned; NULL: none */
+    uint32_t dim;
+} mg_cmd_rec;
+
+/* A mem_put or mem_update read without decoding its memories (what apply
+ * needs: the store keeps the records as they come). */
+typedef struct mg_cmd_puts {
+    int kind;                          /* MG_CMD_MEM_PUT or MG_CMD_MEM_UPDATE */
+    char cube_id[MG_CUBE_ID_MAX + 1];
+    mg_cmd_rec *recs;                  /* n, malloc'd; pointers into the command */
+    size_t n;
+} mg_cmd_puts;
+
+/* Reads a mem_put or mem_update command from exactly `len` bytes into
+ * *out: MG_OK exactly when mg_cmd_decode would decode it as such a command,
+ * with the same memories; its records are checked (mg_store_record_check)
+ * instead of decoded. *out points into buf, which must outlive it. Any other
+ * command, or a malformed one, is an error (MG_EINVAL for another kind, else
+ * mostly mg_cmd_decode's code): decode it with mg_cmd_decode, whose answer
+ * counts. On error *out is left cleared. */
+int mg_cmd_read_puts(const void *buf, size_t len, mg_cmd_puts *out, mg_error *err);
+
+/* Frees what mg_cmd_read_puts allocated and zeroes *p. */
+void mg_cmd_puts_clear(mg_cmd_puts *p);
+
 /* Writes the header of an entry of n_cmds commands into hdr (at least
  * MG_ENTRY_HEADER_LEN bytes) and returns its length; the encoded commands
  * follow it back to back. */

@@ -122,14 +122,18 @@ void mg_fsm_attach(mg_fsm *fsm, struct raft *r)
     fsm->raft = r;
 }
 
+void mg_fsm_result_clear(mg_fsm_result *res)
+{
+    free(res->cmds);
+    free(res->codes_);
+    free(res->counts_);
+    memset(res, 0, sizeof *res);
+}
+
 void mg_fsm_close(mg_fsm *fsm)
 {
-    for (unsigned i = 0; i < MG_FSM_RESULTS; i++) {
-        free(fsm->results[i].cmds);
-        free(fsm->results[i].codes_);
-        free(fsm->results[i].counts_);
-    }
-    memset(fsm->results, 0, sizeof fsm->results);
+    for (unsigned i = 0; i < MG_FSM_RESULTS; i++)
+        mg_fsm_result_clear(&fsm->results[i]);
 }
 
 /* ---- apply -------------------------------------------------------------- */
@@ -146,6 +150,22 @@ static size_t cmd_n_ops(const mg_cmd *c)
     default:
         return 1;
     }
+}
+
+/* Fills ops[0 .. p->n) for puts read in place: the store keeps the records
+ * as they came, without decoding and encoding them again. */
+static void puts_to_ops(const mg_cmd_puts *p, mg_store_op *ops)
+{
+    for (size_t i = 0; i < p->n; i++)
+        ops[i] = (mg_store_op){
+            .kind = MG_STORE_MEM_PUT_ENCODED,
+            .flags = p->kind == MG_CMD_MEM_UPDATE ? MG_STORE_UPDATE_ONLY : 0,
+            .cube_id = p->cube_id,
+            .record = p->recs[i].record,
+            .record_len = p->recs[i].record_len,
+            .vec_le = p->recs[i].vec,
+            .dim = p->recs[i].dim,
+        };
 }
 
 /* Fills ops[0 .. cmd_n_ops(c)) for a decoded command. */
@@ -200,10 +220,13 @@ static void cmd_to_ops(const mg_cmd *c, const mg_filter *filter, mg_store_op *op
     }
 }
 
-/* The decoded form of an entry, freed by entry_clear. */
+/* The decoded form of an entry, freed by entry_clear. Puts (mem_put,
+ * mem_update: nearly every entry) are read in place (puts[i], pointing into
+ * the entry); other commands are decoded (cmds[i]). */
 typedef struct decoded_entry {
     uint32_t n;
     mg_cmd *cmds;        /* n */
+    mg_cmd_puts *puts;   /* n: kind 0 when cmds[i] holds the command */
     int *codes;          /* n: MG_OK or why the command was refused */
     mg_filter **filters; /* n: compiled filters of mem_delete_where */
     mg_store_op *ops;
@@ -214,14 +237,24 @@ static void entry_clear(decoded_entry *e)
 {
     for (uint32_t i = 0; i < e->n; i++) {
         mg_cmd_clear(&e->cmds[i]);
+        mg_cmd_puts_clear(&e->puts[i]);
         if (e->filters[i] != NULL)
             mg_filter_free(e->filters[i]);
     }
     free(e->cmds);
+    free(e->puts);
     free(e->codes);
     free(e->filters);
     free(e->ops);
     memset(e, 0, sizeof *e);
+}
+
+/* Store ops command i of a decoded entry becomes (0 when refused). */
+static size_t entry_cmd_ops(const decoded_entry *e, uint32_t i)
+{
+    if (e->codes[i] != MG_OK)
+        return 0;
+    return e->puts[i].kind != 0 ? e->puts[i].n : cmd_n_ops(&e->cmds[i]);
 }
 
 /* Decodes every command; a command that does not decode gets its error in
@@ -230,9 +263,10 @@ static int entry_decode(decoded_entry *e, mg_mp_reader *r, uint32_t n, mg_error 
 {
     e->n = n;
     e->cmds = calloc(n ? n : 1, sizeof *e->cmds);
+    e->puts = calloc(n ? n : 1, sizeof *e->puts);
     e->codes = calloc(n ? n : 1, sizeof *e->codes);
     e->filters = calloc(n ? n : 1, sizeof *e->filters);
-    if (e->cmds == NULL || e->codes == NULL || e->filters == NULL)
+    if (e->cmds == NULL || e->puts == NULL || e->codes == NULL || e->filters == NULL)
         return mg_error_set(err, MG_ENOMEM, "out of memory decoding an entry");
     size_t n_ops = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -244,14 +278,20 @@ static int entry_decode(decoded_entry *e, mg_mp_reader *r, uint32_t n, mg_error 
                 e->codes[j] = MG_ECORRUPT;
             break;
         }
-        int rc = mg_cmd_decode(start, (size_t)(r->pos - start), &e->cmds[i], &cerr);
-        if (rc == MG_OK && e->cmds[i].kind == MG_CMD_MEM_DELETE_WHERE)
-            rc = mg_filter_compile(e->cmds[i].filter, &e->filters[i], &cerr);
+        size_t len = (size_t)(r->pos - start);
+        /* Puts are read in place; anything else (or a put read_puts does
+         * not take) is decoded, and mg_cmd_decode's answer counts. */
+        int rc = mg_cmd_read_puts(start, len, &e->puts[i], &cerr);
+        if (rc != MG_OK && rc != MG_ENOMEM) {
+            rc = mg_cmd_decode(start, len, &e->cmds[i], &cerr);
+            if (rc == MG_OK && e->cmds[i].kind == MG_CMD_MEM_DELETE_WHERE)
+                rc = mg_filter_compile(e->cmds[i].filter, &e->filters[i], &cerr);
+        }
         if (rc == MG_ENOMEM)
             return mg_error_set(err, MG_ENOMEM, "%s", cerr.msg);
         e->codes[i] = rc;
         if (rc == MG_OK)
-            n_ops += cmd_n_ops(&e->cmds[i]);
+            n_ops += entry_cmd_ops(e, i);
         else
             mg_warn("fsm.cmd_refused", "cmd=%u code=%s", i, mg_errname(rc));
     }
@@ -261,8 +301,11 @@ static int entry_decode(decoded_entry *e, mg_mp_reader *r, uint32_t n, mg_error 
     for (uint32_t i = 0; i < n; i++) {
         if (e->codes[i] != MG_OK)
             continue;
-        cmd_to_ops(&e->cmds[i], e->filters[i], e->ops + e->n_ops);
-        e->n_ops += cmd_n_ops(&e->cmds[i]);
+        if (e->puts[i].kind != 0)
+            puts_to_ops(&e->puts[i], e->ops + e->n_ops);
+        else
+            cmd_to_ops(&e->cmds[i], e->filters[i], e->ops + e->n_ops);
+        e->n_ops += entry_cmd_ops(e, i);
     }
     return MG_OK;
 }
@@ -279,7 +322,7 @@ static void fill_outcomes(mg_fsm_result *res, const decoded_entry *e)
         o->op_counts = res->counts_ + op;
         if (e->codes[i] != MG_OK)
             continue;
-        o->n_ops = cmd_n_ops(&e->cmds[i]);
+        o->n_ops = entry_cmd_ops(e, i);
         for (size_t k = 0; k < o->n_ops; k++) {
             if (o->code == MG_OK && res->codes_[op + k] != MG_OK)
                 o->code = res->codes_[op + k];
@@ -293,6 +336,18 @@ int mg_fsm_apply_at(mg_fsm *fsm, uint64_t index, const void *buf, size_t len,
                     mg_fsm_result **result, mg_error *err)
 {
     mg_fsm_result *res = &fsm->results[fsm->next_result];
+    int rc = mg_fsm_apply_into(fsm, index, buf, len, res, err);
+    if (rc != MG_OK)
+        return rc;
+    fsm->next_result = (fsm->next_result + 1) % MG_FSM_RESULTS;
+    if (result != NULL)
+        *result = res;
+    return MG_OK;
+}
+
+int mg_fsm_apply_into(mg_fsm *fsm, uint64_t index, const void *buf, size_t len,
+                      mg_fsm_result *res, mg_error *err)
+{
     mg_mp_reader cmds;
     uint32_t n_cmds = 0;
     decoded_entry e = {0};
@@ -352,9 +407,6 @@ int mg_fsm_apply_at(mg_fsm *fsm, uint64_t index, const void *buf, size_t len,
     entry_clear(&e);
 
 out:
-    fsm->next_result = (fsm->next_result + 1) % MG_FSM_RESULTS;
-    if (result != NULL)
-        *result = res;
     return MG_OK;
 
 err_clear:
@@ -399,8 +451,9 @@ static void snapshot_header(uint8_t *hdr, uint64_t applied)
 
 static int export_store(mg_fsm *fsm, uint8_t *hdr, void **buf, size_t *len, mg_error *err)
 {
-    /* Applies run on this thread too, so the index read here is the one the
-     * export holds. */
+    /* The copy holds at least what was applied when it starts: with applies
+     * running on another thread, it may hold more than the header says
+     * (restore allows that). */
     uint64_t applied = mg_store_applied(fsm->store);
     int rc = mg_store_export_buf(fsm->store, buf, len, err);
     if (rc != MG_OK)
@@ -411,6 +464,12 @@ static int export_store(mg_fsm *fsm, uint8_t *hdr, void **buf, size_t *len, mg_e
         mg_warn("fsm.snapshot_large", "bytes=%zu applied=%llu msg=\"keep groups small: "
                 "snapshots are held in memory\"", *len, (unsigned long long)applied);
     return MG_OK;
+}
+
+int mg_fsm_snapshot_export(mg_fsm *fsm, uint8_t hdr[MG_SNAPSHOT_HEADER_LEN], void **data,
+                           size_t *len, mg_error *err)
+{
+    return export_store(fsm, hdr, data, len, err);
 }
 
 int mg_fsm_snapshot_buf(mg_fsm *fsm, void **buf, size_t *len, mg_error *err)
@@ -484,7 +543,9 @@ int mg_fsm_restore_buf(mg_fsm *fsm, const void *buf, size_t len, bool *installed
                                   len - MG_SNAPSHOT_HEADER_LEN, err);
     if (rc != MG_OK)
         return rc;
-    if (mg_store_applied(fsm->store) != snap_applied)
+    /* A copy taken while applies went on may be further than its header:
+     * committed entries never change, so that is still the group's state. */
+    if (mg_store_applied(fsm->store) < snap_applied)
         return mg_error_set(err, MG_ECORRUPT,
                             "snapshot: header says index %llu, the store inside %llu",
                             (unsigned long long)snap_applied,

@@ -13,8 +13,8 @@
  * snapshot exports the store (mg_store_export_buf) behind a 16-byte header
  *          {"MGSNAP01", u64 LE store applied index}.
  * restore  installs an exported store atomically — unless the local store
- *          has already applied at least as far as the snapshot, in which
- *          case the install is skipped (committed entries never change, so
+ *          has already applied at least as far as the snapshot's header, in
+ *          which case the install is skipped (committed entries never change, so
  *          a store further along the same log already holds everything the
  *          snapshot holds; Raft then replays the entries after the snapshot
  *          and the store skips those it has).
@@ -110,6 +110,22 @@ void mg_fsm_close(mg_fsm *fsm);
  * must be applied again later. */
 int mg_fsm_apply_at(mg_fsm *fsm, uint64_t index, const void *buf, size_t len,
                     mg_fsm_result **result, mg_error *err);
+
+/* The same with a result the caller owns (zeroed before first use, reused
+ * across calls; its storage is freed with mg_fsm_result_clear). This does
+ * not touch the FSM's ring, so it may run on another thread than the one
+ * that reads earlier results. */
+int mg_fsm_apply_into(mg_fsm *fsm, uint64_t index, const void *buf, size_t len,
+                      mg_fsm_result *res, mg_error *err);
+
+/* Frees a caller-owned result's storage and zeroes it. */
+void mg_fsm_result_clear(mg_fsm_result *res);
+
+/* The snapshot as a header (MG_SNAPSHOT_HEADER_LEN bytes into hdr) and the
+ * exported store (*data, malloc'd, *len bytes). Safe while applies run on
+ * another thread: the copy is then at or past the index in the header. */
+int mg_fsm_snapshot_export(mg_fsm *fsm, uint8_t hdr[MG_SNAPSHOT_HEADER_LEN], void **data,
+                           size_t *len, mg_error *err);
 
 /* Snapshot of the store in the format described above, as a malloc'd buffer
  * (caller frees; raft's default allocator is malloc). */

@@ -1,51 +1,12 @@
-#include "group.h"
+#include "group_internal.h"
 
 #include "../lib/log.h"
+#include "store_guard.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* One Raft entry carrying the proposals coalesced into it. */
-typedef struct group_batch {
-    struct raft_apply req;
-    mg_group *g;
-    size_t n;
-    mg_group_proposal *props[]; /* n, in command order */
-} group_batch;
-
-struct mg_group {
-    uv_loop_t *loop;
-    uint64_t group_id;
-    uint64_t replica_id;
-    char address[MG_ADDRESS_MAX];
-    mg_group_tunables tun;
-    mg_group_peer *bootstrap;
-    size_t n_bootstrap;
-
-    mg_store *store;
-    mg_fsm fsm;
-    struct raft_uv_transport transport;
-    struct raft_io io;
-    struct raft raft;
-    bool raft_inited;
-
-    uv_idle_t flush; /* runs while proposals wait and the pipeline has room */
-    mg_group_proposal *head, *tail;
-    size_t queued;
-    unsigned inflight;
-
-    struct raft_transfer transfer;
-    bool transferring;
-    mg_group_transfer_cb transfer_cb;
-    void *transfer_arg;
-
-    bool closing;
-    int pending_closes;
-    mg_group_close_cb close_cb;
-    void *close_arg;
-};
 
 void mg_group_tunables_default(mg_group_tunables *t)
 {
@@ -56,10 +17,10 @@ void mg_group_tunables_default(mg_group_tunables *t)
         .snapshot_threshold = 1024,
         .snapshot_trailing = 256,
         .pre_vote = true,
-        .batch_max_bytes = (size_t)1 << 20,
+        .batch_max_bytes = (size_t)256 << 10,
         .max_inflight = 4,
         .connect_retry_ms = 200,
-        .store_sync = MG_STORE_SYNC_META,
+        .store_sync = MG_STORE_SYNC_NONE,
     };
 }
 
@@ -123,23 +84,49 @@ int mg_group_open(uv_loop_t *loop, const mg_group_config *cfg, mg_group **out, m
     }
     if ((rc = make_dir(cfg->raft_dir, err)) != MG_OK)
         goto err_free;
+    if ((g->store_dir = strdup(cfg->store_dir)) == NULL) {
+        rc = mg_error_set(err, MG_ENOMEM, "out of memory for a group");
+        goto err_free;
+    }
     mg_store_options so = {.sync = g->tun.store_sync};
+    if (so.sync == MG_STORE_SYNC_NONE) {
+        bool wiped;
+        mg_error gerr = {0};
+        rc = mg_store_guard_arm(cfg->store_dir, &wiped, &gerr);
+        if (rc == MG_ENOTFOUND) {
+            so.sync = MG_STORE_SYNC_META; /* no way to tell a machine restart */
+            mg_warn("group.store_sync", "group=%llu msg=\"%s: the store syncs its commits\"",
+                    (unsigned long long)g->group_id, gerr.msg);
+        } else if (rc != MG_OK) {
+            mg_error_set(err, rc, "%s", gerr.msg);
+            goto err_free;
+        } else {
+            g->store_guarded = true;
+        }
+    }
     if ((rc = mg_store_open(cfg->store_dir, &so, &g->store, err)) != MG_OK)
         goto err_free;
     mg_fsm_init(&g->fsm, g->store);
+    if ((rc = mg_applier_start(loop, &g->fsm, group_on_applied, g, &g->applier, err)) != MG_OK)
+        goto err_fsm;
+    group_fsm_init(g);
 
     if ((rv = raft_uv_tcp_init(&g->transport, loop)) != 0) {
         rc = raft_error(err, rv, "raft_uv_tcp_init", NULL);
-        goto err_store;
+        goto err_applier;
     }
     if ((rv = raft_uv_init(&g->io, loop, cfg->raft_dir, &g->transport)) != 0) {
         rc = raft_error(err, rv, "raft_uv_init", g->io.errmsg);
         goto err_transport;
     }
+    /* raft_uv 0.15 implements async_work (a thread-pool job it waits for on
+     * close) but reports io version 1, which keeps raft from taking
+     * snapshots asynchronously. */
+    if (g->io.async_work != NULL && g->io.version < 2)
+        g->io.version = 2;
     raft_uv_set_connect_retry_delay(&g->io, g->tun.connect_retry_ms);
     (void)raft_uv_set_snapshot_compression(&g->io, false); /* vectors do not compress */
-    if ((rv = raft_init(&g->raft, &g->io, &g->fsm.raft_fsm, cfg->replica_id, cfg->address)) !=
-        0) {
+    if ((rv = raft_init(&g->raft, &g->io, &g->rfsm, cfg->replica_id, cfg->address)) != 0) {
         rc = raft_error(err, rv, "raft_init", raft_errmsg(&g->raft));
         goto err_io;
     }
@@ -162,10 +149,13 @@ err_io:
     raft_uv_close(&g->io);
 err_transport:
     raft_uv_tcp_close(&g->transport);
-err_store:
+err_applier:
+    mg_applier_stop(g->applier, NULL, NULL); /* idle: joins now, frees at the next turn */
+err_fsm:
     mg_fsm_close(&g->fsm);
     mg_store_close(g->store);
 err_free:
+    free(g->store_dir);
     free(g->bootstrap);
     free(g);
     return rc;
@@ -222,9 +212,17 @@ static void group_free(mg_group *g)
     raft_uv_close(&g->io);
     raft_uv_tcp_close(&g->transport);
     mg_fsm_close(&g->fsm);
+    mg_error err = {0};
+    int rc = g->store_guarded ? mg_store_sync(g->store, &err) : MG_OK;
     mg_store_close(g->store);
+    if (g->store_guarded && rc == MG_OK)
+        rc = mg_store_guard_disarm(g->store_dir, &err);
+    if (rc != MG_OK) /* the next boot rebuilds the store: safe, if slow */
+        mg_warn("group.store_unsynced", "group=%llu msg=\"%s\"",
+                (unsigned long long)g->group_id, err.msg);
     if (cb != NULL)
         cb(g, arg);
+    free(g->store_dir);
     free(g->bootstrap);
     free(g);
 }
@@ -240,9 +238,17 @@ static void on_idle_closed(uv_handle_t *h)
     close_step(h->data);
 }
 
+static void on_applier_stopped(void *arg)
+{
+    close_step(arg);
+}
+
+/* Raft is closed: nothing more is pushed. The applier writes what it holds
+ * (committed entries), answers their proposals and stops. */
 static void on_raft_closed(struct raft *r)
 {
-    close_step(r->data);
+    mg_group *g = r->data;
+    mg_applier_stop(g->applier, on_applier_stopped, g);
 }
 
 void mg_group_close(mg_group *g, mg_group_close_cb cb, void *arg)
@@ -265,7 +271,14 @@ uint64_t mg_group_id(const mg_group *g) { return g->group_id; }
 uint64_t mg_group_replica_id(const mg_group *g) { return g->replica_id; }
 int mg_group_raft_state(mg_group *g) { return raft_state(&g->raft); }
 bool mg_group_is_leader(mg_group *g) { return raft_state(&g->raft) == RAFT_LEADER; }
-uint64_t mg_group_last_applied(mg_group *g) { return raft_last_applied(&g->raft); }
+uint64_t mg_group_last_applied(mg_group *g)
+{
+    /* What the store holds: raft's index once the applier has caught up
+     * (raft's also counts entries the store never sees, such as barriers). */
+    if (mg_applier_idle(g->applier))
+        return raft_last_applied(&g->raft);
+    return mg_applier_last_done(g->applier);
+}
 mg_store *mg_group_store(mg_group *g) { return g->store; }
 mg_fsm *mg_group_fsm(mg_group *g) { return &g->fsm; }
 struct raft *mg_group_raft(mg_group *g) { return &g->raft; }
@@ -295,16 +308,6 @@ static int not_leader(mg_group *g, mg_error *err)
 
 /* ---- proposals and batching -------------------------------------------- */
 
-static void batch_done(struct raft_apply *req, int status, void *result);
-
-static void fail_batch(group_batch *b, int code)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        mg_group_proposal *p = b->props[i];
-        p->cb(p, code, NULL, 0);
-    }
-}
-
 /* Takes proposals off the queue up to the size limit (at least one) and
  * submits them as one entry. Returns false when nothing more can be sent. */
 static bool flush_one(mg_group *g)
@@ -329,8 +332,7 @@ static bool flush_one(mg_group *g)
         mg_errlog("group.flush_nomem", "bytes=%zu", bytes);
         return false; /* retried at the next turn */
     }
-    b->g = g;
-    b->n = n;
+    *b = (group_batch){.g = g, .n = n};
     b->req.data = b;
     size_t off = mg_entry_header(buf, n_cmds);
     for (size_t i = 0; i < n; i++) {
@@ -348,16 +350,17 @@ static bool flush_one(mg_group *g)
         g->tail = NULL;
     memset(buf + bytes, 0, padded - bytes);
     struct raft_buffer rb = {.base = buf, .len = padded};
-    int rv = raft_apply(&g->raft, &b->req, &rb, 1, batch_done);
+    int rv = raft_apply(&g->raft, &b->req, &rb, 1, group_batch_done);
     if (rv != 0) {
         raft_free(buf);
         mg_debug("group.apply_refused", "group=%llu rv=%s", (unsigned long long)g->group_id,
                  raft_strerror(rv));
-        fail_batch(b, mg_raft_to_mg(rv));
+        group_fail_batch(b, mg_raft_to_mg(rv));
         free(b);
         return true;
     }
     g->inflight++;
+    group_flying_put(g, b);
     return true;
 }
 
@@ -376,42 +379,10 @@ static void on_flush(uv_idle_t *h)
     flush_queue(h->data);
 }
 
-static void schedule_flush(mg_group *g)
+void group_schedule_flush(mg_group *g)
 {
     if (!g->closing && g->head != NULL && g->inflight < g->tun.max_inflight)
         uv_idle_start(&g->flush, on_flush);
-}
-
-static void batch_done(struct raft_apply *req, int status, void *result)
-{
-    group_batch *b = req->data;
-    mg_group *g = b->g;
-    g->inflight--;
-    if (status != 0) {
-        /* LEADERSHIPLOST: the entry may still commit under the next leader. */
-        fail_batch(b, mg_raft_to_mg(status));
-    } else {
-        const mg_fsm_result *res = result;
-        if (res == NULL || res->index != req->index) {
-            mg_errlog("group.result_mismatch", "index=%llu", (unsigned long long)req->index);
-            fail_batch(b, MG_EINTERNAL);
-        } else if (res->code != MG_OK) {
-            fail_batch(b, res->code);
-        } else {
-            size_t off = 0;
-            for (size_t i = 0; i < b->n; i++) {
-                mg_group_proposal *p = b->props[i];
-                if (off + p->n_cmds > res->n_cmds) {
-                    p->cb(p, MG_EINTERNAL, NULL, 0);
-                    continue;
-                }
-                p->cb(p, MG_OK, res->cmds + off, p->n_cmds);
-                off += p->n_cmds;
-            }
-        }
-    }
-    free(b);
-    schedule_flush(g);
 }
 
 int mg_group_propose(mg_group *g, mg_group_proposal *p, const mg_cmd *cmds, size_t n,
@@ -454,16 +425,20 @@ int mg_group_propose(mg_group *g, mg_group_proposal *p, const mg_cmd *cmds, size
         g->head = p;
     g->tail = p;
     g->queued++;
-    schedule_flush(g);
+    group_schedule_flush(g);
     return MG_OK;
 }
 
 /* ---- barrier ------------------------------------------------------------ */
 
+/* Raft has applied the barrier: once the applier has written every entry
+ * before it, reads see them all. */
 static void barrier_done(struct raft_barrier *req, int status)
 {
     mg_group_barrier_req *b = req->data;
-    b->cb(b, mg_raft_to_mg(status));
+    int rc = status != 0 ? mg_raft_to_mg(status) : mg_applier_mark(b->g->applier, req->index, b);
+    if (rc != MG_OK)
+        b->cb(b, rc);
 }
 
 int mg_group_barrier(mg_group *g, mg_group_barrier_req *b, mg_group_barrier_cb cb,

@@ -12,13 +12,19 @@
  * at once. A proposal's callback fires after its entry was applied on this
  * (the leader's) replica, with one outcome per command it proposed.
  *
+ * Apply: committed entries are written to the store by the group's applier
+ * thread (applier.h), in log order, not on the loop; callbacks (proposals,
+ * barriers) still run on the loop, once the store holds what they wait for.
+ * The store commits without fsync under the guard of store_guard.h.
+ *
  * Lifecycle (libuv style): mg_group_open allocates and initializes,
  * mg_group_start bootstraps (when given a configuration; RAFT_CANTBOOTSTRAP
  * on a restart is normal) and starts Raft; mg_group_close is asynchronous and
  * frees the group after its callback returned. If a function that takes a
  * callback returns an error, the callback never fires.
  *
- * Threads: every function on the loop thread.
+ * Threads: every function on the loop thread (the applier's thread is the
+ * group's own).
  */
 #ifndef MG_CLUSTER_GROUP_H
 #define MG_CLUSTER_GROUP_H
@@ -44,11 +50,13 @@ typedef struct mg_group_tunables {
     unsigned snapshot_threshold;   /* 1024 entries applied since the last snapshot */
     unsigned snapshot_trailing;    /* 256 entries kept after a snapshot */
     bool pre_vote;                 /* true */
-    size_t batch_max_bytes;        /* 1 MiB per entry (a larger single proposal goes alone) */
+    size_t batch_max_bytes;        /* 256 KiB per entry (a larger single proposal goes
+                                    * alone): entries this size pipeline (ARCHITECTURE.md) */
     unsigned max_inflight;         /* 4 entries proposed and not yet applied */
     unsigned connect_retry_ms;     /* 200 */
-    int store_sync;                /* enum mg_store_sync: MG_STORE_SYNC_META (the Raft
-                                    * log is the durable copy; see ARCHITECTURE.md) */
+    int store_sync;                /* enum mg_store_sync: MG_STORE_SYNC_NONE (the Raft
+                                    * log is the durable copy; a store the machine
+                                    * stopped under is rebuilt from it: store_guard.h) */
 } mg_group_tunables;
 
 /* The defaults above. */

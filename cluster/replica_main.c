@@ -12,6 +12,9 @@
  *       flight; with acks=1 prints "ack <k> <n>" / "nack <k> <n> <ERR>" per
  *       proposal; finally
  *                               → done <ok> <failed> <elapsed ns> <p50 us> <p99 us>
+ *       The memories are built before the clock starts: making them is the
+ *       client's work (a node receives them built); validating and encoding
+ *       them (mg_group_propose) is timed.
  *   missing <first> <count>     → "missing <k>" per absent memory, then "end <n>"
  *   digest                      → digest <hex> <store applied> <store count>
  *   barrier                     → ok | err <ERRNAME>
@@ -47,7 +50,8 @@ typedef struct put_req {
 
 typedef struct put_job {
     bool active;
-    uint64_t next, end;
+    uint64_t first, next, end;
+    mg_cmd *cmds;            /* built before timing: cmds[(k - first) / per] */
     size_t per;
     unsigned conc, outstanding;
     uint32_t dim;
@@ -55,6 +59,7 @@ typedef struct put_job {
     uint64_t ok, failed, t0;
     uint32_t *lat_us;
     size_t n_lat, cap_lat;
+    int gen_rc;              /* building the memories (gen_work) */
 } put_job;
 
 static struct {
@@ -65,6 +70,7 @@ static struct {
     mg_host *host;
     mg_group *g;
     put_job job;
+    uv_work_t gen;           /* builds a put job's memories off the loop */
     mg_group_barrier_req barrier;
     bool quitting;
 } R;
@@ -119,10 +125,46 @@ static void job_finish(void)
     out("done %llu %llu %llu %u %u", (unsigned long long)j->ok, (unsigned long long)j->failed,
         (unsigned long long)ns, p50, p99);
     free(j->lat_us);
+    free(j->cmds); /* each was cleared once proposed */
     memset(j, 0, sizeof *j);
 }
 
 static void job_pump(void);
+
+/* Builds the job's memories (thread pool): only the loop's own fields of
+ * R.job are read (nothing else touches them until gen_done). */
+static void gen_work(uv_work_t *w)
+{
+    put_job *j = w->data;
+    mg_error err = {0};
+    size_t n_cmds = (size_t)((j->end - j->first + j->per - 1) / j->per);
+    j->gen_rc = MG_OK;
+    for (size_t i = 0; i < n_cmds && j->gen_rc == MG_OK; i++) {
+        uint64_t k = j->first + i * j->per;
+        size_t n = j->end - k < j->per ? (size_t)(j->end - k) : j->per;
+        j->gen_rc = mg_workload_put_cmd(&j->cmds[i], CUBE, k, n, j->dim, &err);
+    }
+    if (j->gen_rc != MG_OK)
+        mg_errlog("replica.put", "code=%s msg=\"%s\"", mg_errname(j->gen_rc), err.msg);
+}
+
+/* The memories are built: the clock starts. */
+static void gen_done(uv_work_t *w, int status)
+{
+    put_job *j = w->data;
+    if (status != 0 || j->gen_rc != MG_OK || R.quitting) {
+        size_t n_cmds = (size_t)((j->end - j->first + j->per - 1) / j->per);
+        for (size_t i = 0; i < n_cmds; i++)
+            mg_cmd_clear(&j->cmds[i]);
+        j->failed = j->end - j->first;
+        j->next = j->end;
+        j->t0 = mg_clock_mono_ns();
+        job_finish();
+        return;
+    }
+    j->t0 = mg_clock_mono_ns();
+    job_pump();
+}
 
 static void put_done(mg_group_proposal *p, int status, const mg_cmd_outcome *o, size_t n)
 {
@@ -142,6 +184,9 @@ static void put_done(mg_group_proposal *p, int status, const mg_cmd_outcome *o, 
         if (j->acks)
             out("ack %llu %zu", (unsigned long long)pr->first, pr->n);
     } else {
+        if (j->failed == 0)
+            mg_warn("replica.put_failed", "first=%llu code=%s", (unsigned long long)pr->first,
+                    mg_errname(code));
         j->failed += pr->n;
         if (j->acks)
             out("nack %llu %zu %s", (unsigned long long)pr->first, pr->n, mg_errname(code));
@@ -158,18 +203,18 @@ static void job_pump(void)
         return;
     while (j->outstanding < j->conc && j->next < j->end && !R.quitting) {
         size_t n = j->end - j->next < j->per ? (size_t)(j->end - j->next) : j->per;
-        mg_cmd c = {0};
+        mg_cmd *c = &j->cmds[(j->next - j->first) / j->per];
         mg_error err = {0};
         put_req *pr = calloc(1, sizeof *pr);
-        int rc = pr ? mg_workload_put_cmd(&c, CUBE, j->next, n, j->dim, &err) : MG_ENOMEM;
+        int rc = pr ? MG_OK : MG_ENOMEM;
         if (rc == MG_OK) {
             pr->first = j->next;
             pr->n = n;
             pr->t0 = mg_clock_mono_ns();
             pr->p.data = pr;
-            rc = mg_group_propose(R.g, &pr->p, &c, 1, put_done, &err);
+            rc = mg_group_propose(R.g, &pr->p, c, 1, put_done, &err);
         }
-        mg_cmd_clear(&c);
+        mg_cmd_clear(c);
         if (rc != MG_OK) {
             free(pr);
             j->failed += n;
@@ -261,10 +306,23 @@ static void handle_line(char *line)
             out("done 0 0 0 0 0");
             return;
         }
-        R.job = (put_job){.active = true, .next = first, .end = first + count, .per = per,
-                          .conc = conc, .dim = dim, .acks = acks != 0,
-                          .t0 = mg_clock_mono_ns()};
-        job_pump();
+        size_t n_cmds = (size_t)((count + per - 1) / per);
+        mg_cmd *cmds = calloc(n_cmds ? n_cmds : 1, sizeof *cmds);
+        if (cmds == NULL) {
+            out("done 0 %llu 0 0 0", count);
+            return;
+        }
+        R.job = (put_job){.active = true, .first = first, .next = first, .end = first + count,
+                          .cmds = cmds, .per = per, .conc = conc, .dim = dim,
+                          .acks = acks != 0};
+        /* Built on the thread pool: built here, tens of thousands of
+         * memories would hold the loop long enough to lose leadership. */
+        R.gen.data = &R.job;
+        if (uv_queue_work(R.loop, &R.gen, gen_work, gen_done) != 0) {
+            free(cmds);
+            memset(&R.job, 0, sizeof R.job);
+            out("done 0 %llu 0 0 0", count);
+        }
     } else if (strcmp(word, "missing") == 0) {
         unsigned long long first, count, n = 0;
         if (sscanf(line, "%*s %llu %llu", &first, &count) != 2) {

@@ -17,9 +17,15 @@
 #include "store_internal.h"
 
 #include "../lib/log.h"
+#include "../lib/mp.h"
+#include "../lib/utf8.h"
 
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Cubes whose count and dimension a batch caches before writing them out. */
 #define BATCH_CUBES_MAX 64
@@ -55,10 +61,12 @@ struct batch {
     size_t n_cubes;
     struct ix_change *changes;
     size_t n_changes, cap_changes;
-    int fatal;       /* a batch-wide failure (code), 0 while all is well */
-    bool map_full;   /* fatal was MDB_MAP_FULL: grow and retry */
-    mg_error *err;   /* where a fatal error's message goes */
-    mg_error op_err; /* detail of the last failed op, for the debug log */
+    float *vecs;                /* aligned copies of MEM_PUT_ENCODED vectors, for the index */
+    size_t vecs_used, vecs_cap; /* floats */
+    int fatal;                  /* a batch-wide failure (code), 0 while all is well */
+    bool map_full;              /* fatal was MDB_MAP_FULL: grow and retry */
+    mg_error *err;              /* where a fatal error's message goes */
+    mg_error op_err;            /* detail of the last failed op, for the debug log */
 };
 
 /* Records a batch-wide failure from LMDB (rc is an LMDB/errno code). */
@@ -104,6 +112,277 @@ static MDB_val str_val(const char *s)
 static void pack_reset(struct batch *b)
 {
     msgpack_sbuffer_clear(&b->sb);
+}
+
+/* ---- syncing and removing a store --------------------------------------- */
+
+/* Here rather than in store.c for now: store.c is being split. */
+int mg_store_sync(mg_store *s, mg_error *err)
+{
+    pthread_rwlock_rdlock(&s->env_lock); /* install swaps the environment */
+    int rc = store_env_lost(s, err);
+    if (rc == MG_OK && (rc = mdb_env_sync(s->env, 1)) != 0)
+        rc = store_lmdb_error(err, rc, "syncing", s->data_path);
+    pthread_rwlock_unlock(&s->env_lock);
+    return rc;
+}
+
+int mg_store_remove(const char *dir, mg_error *err)
+{
+    static const char *const names[] = {STORE_DATA_FILE, "lock.mdb", STORE_INSTALL_FILE,
+                                        STORE_DATA_FILE ".bak"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
+            return mg_error_set(err, MG_EINVAL, "store path too long: %s", dir);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return mg_error_set(err, MG_EIO, "unlink %s: %s", path, strerror(errno));
+    }
+    return MG_OK;
+}
+
+/* ---- encoded memory records -------------------------------------------- */
+
+/* mg_store_record_check accepts exactly the records mg_item_decode accepts,
+ * without building them: the metadata walk below mirrors mg_jsonmp_read, the
+ * field rules mirror mg_item_validate (storage/item.c). Keep them in step;
+ * tests/unit/store_encoded_test.c compares the two on valid and invalid
+ * records. */
+
+/* UTF-8 as jansson takes it for strings and keys: mg_utf8_valid's rules,
+ * except that NUL is a character. */
+static bool json_text_ok(const char *s, size_t len)
+{
+    while (len > 0) {
+        const char *nul = memchr(s, '\0', len);
+        size_t seg = nul != NULL ? (size_t)(nul - s) : len;
+        if (!mg_utf8_valid(s, seg))
+            return false;
+        if (nul == NULL)
+            break;
+        s += seg + 1;
+        len -= seg + 1;
+    }
+    return true;
+}
+
+/* One element as mg_jsonmp_read reads it; MG_ECORRUPT where it would fail. */
+static int json_walk(mg_mp_reader *r, int depth)
+{
+    if (depth > MG_MP_MAX_DEPTH)
+        return MG_ECORRUPT;
+    const char *str;
+    uint32_t n;
+    switch (mg_mp_peek(r)) {
+    case MG_MP_NIL:
+        return mg_mp_read_nil(r);
+    case MG_MP_BOOL: {
+        bool v;
+        return mg_mp_read_bool(r, &v);
+    }
+    case MG_MP_UINT:
+    case MG_MP_INT: {
+        int64_t v;
+        return mg_mp_read_i64(r, &v); /* a uint above INT64_MAX fails */
+    }
+    case MG_MP_FLOAT: {
+        double v;
+        if (mg_mp_read_double(r, &v) || !isfinite(v))
+            return MG_ECORRUPT;
+        return MG_OK;
+    }
+    case MG_MP_STR:
+        if (mg_mp_read_str(r, &str, &n) || !json_text_ok(str, n))
+            return MG_ECORRUPT;
+        return MG_OK;
+    case MG_MP_ARRAY:
+        if (mg_mp_read_array(r, &n))
+            return MG_ECORRUPT;
+        for (uint32_t i = 0; i < n; i++)
+            if (json_walk(r, depth + 1))
+                return MG_ECORRUPT;
+        return MG_OK;
+    case MG_MP_MAP:
+        if (mg_mp_read_map(r, &n))
+            return MG_ECORRUPT;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t klen;
+            if (mg_mp_read_str(r, &str, &klen) || !json_text_ok(str, klen) ||
+                json_walk(r, depth + 1))
+                return MG_ECORRUPT;
+        }
+        return MG_OK;
+    default: /* bin, ext, reserved, end of input */
+        return MG_ECORRUPT;
+    }
+}
+
+/* The MemOS metadata fields whose type is fixed (item.c's typed_fields); nil
+ * is accepted for each. */
+enum md_type { MD_STRING, MD_LIST, MD_OBJECT, MD_NUMBER };
+#define MD_FIELD(name, type, word)                                                                 \
+    {                                                                                              \
+        name, sizeof name - 1, type, word                                                          \
+    }
+static const struct {
+    const char *key;
+    uint32_t len;
+    int type;
+    const char *word;
+} md_fields[] = {
+    MD_FIELD("user_id", MD_STRING, "a string"),     MD_FIELD("session_id", MD_STRING, "a string"),
+    MD_FIELD("status", MD_STRING, "a string"),      MD_FIELD("type", MD_STRING, "a string"),
+    MD_FIELD("memory_type", MD_STRING, "a string"), MD_FIELD("key", MD_STRING, "a string"),
+    MD_FIELD("source", MD_STRING, "a string"),      MD_FIELD("visibility", MD_STRING, "a string"),
+    MD_FIELD("created_at", MD_STRING, "a string"),  MD_FIELD("updated_at", MD_STRING, "a string"),
+    MD_FIELD("background", MD_STRING, "a string"),  MD_FIELD("tags", MD_LIST, "a list"),
+    MD_FIELD("confidence", MD_NUMBER, "a number"),  MD_FIELD("info", MD_OBJECT, "an object"),
+    MD_FIELD("sources", MD_LIST, "a list"),         MD_FIELD("usage", MD_LIST, "a list"),
+};
+#undef MD_FIELD
+#define MD_FIELDS (sizeof md_fields / sizeof md_fields[0])
+#define MD_TAGS 11 /* index of "tags" in md_fields */
+
+static bool md_type_ok(int type, int mp)
+{
+    switch (type) {
+    case MD_STRING:
+        return mp == MG_MP_STR;
+    case MD_LIST:
+        return mp == MG_MP_ARRAY;
+    case MD_OBJECT:
+        return mp == MG_MP_MAP;
+    default:
+        return mp == MG_MP_UINT || mp == MG_MP_INT || mp == MG_MP_FLOAT;
+    }
+}
+
+/* What the rules need to know of a metadata value, gathered while reading it. */
+struct md_seen {
+    bool present, is_map, embedding;
+    mg_mp_reader last[MD_FIELDS]; /* a typed field's last value (pos NULL: absent) */
+};
+
+/* Reads the metadata value at *r as mg_jsonmp_read would (MG_ECORRUPT where
+ * it fails), noting what md_rules needs. */
+static int md_read(mg_mp_reader *r, struct md_seen *md)
+{
+    uint32_t n;
+    md->present = true;
+    if (mg_mp_peek(r) != MG_MP_MAP)
+        return json_walk(r, 0);
+    md->is_map = true;
+    (void)mg_mp_read_map(r, &n);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key;
+        uint32_t klen;
+        if (mg_mp_read_str(r, &key, &klen) || !json_text_ok(key, klen))
+            return MG_ECORRUPT;
+        for (size_t f = 0; f < MD_FIELDS; f++)
+            if (md_fields[f].len == klen && memcmp(md_fields[f].key, key, klen) == 0)
+                md->last[f] = *r;
+        if (klen == 9 && memcmp(key, "embedding", 9) == 0)
+            md->embedding = true;
+        if (json_walk(r, 1))
+            return MG_ECORRUPT;
+    }
+    return MG_OK;
+}
+
+/* check_metadata's rules on a metadata value md_read accepted. As in a JSON
+ * object, a key given twice counts by its last value. */
+static int md_rules(const struct md_seen *md, mg_error *err)
+{
+    if (!md->is_map)
+        return mg_error_set(err, MG_EINVAL, "metadata must be an object");
+    for (size_t f = 0; f < MD_FIELDS; f++) {
+        int type = md->last[f].pos != NULL ? mg_mp_peek(&md->last[f]) : MG_MP_NIL;
+        if (type != MG_MP_NIL && !md_type_ok(md_fields[f].type, type))
+            return mg_error_set(err, MG_EINVAL, "metadata.%s must be %s", md_fields[f].key,
+                                md_fields[f].word);
+    }
+    if (md->last[MD_TAGS].pos != NULL && mg_mp_peek(&md->last[MD_TAGS]) == MG_MP_ARRAY) {
+        mg_mp_reader t = md->last[MD_TAGS];
+        uint32_t n;
+        (void)mg_mp_read_array(&t, &n);
+        for (uint32_t i = 0; i < n; i++) {
+            if (mg_mp_peek(&t) != MG_MP_STR)
+                return mg_error_set(err, MG_EINVAL, "metadata.tags[%u] must be a string", i);
+            (void)mg_mp_skip(&t);
+        }
+    }
+    if (md->embedding)
+        return mg_error_set(err, MG_EINVAL, "metadata.embedding is stored beside the item");
+    return MG_OK;
+}
+
+int mg_store_record_check(const void *rec, size_t len, const uint8_t **id, mg_error *err)
+{
+    mg_mp_reader r;
+    uint32_t n;
+    const uint8_t *the_id = NULL;
+    const char *text = NULL;
+    uint32_t text_len = 0;
+    const uint8_t *md = NULL, *md_end = NULL;
+    struct md_seen seen = {0};
+    if (rec == NULL)
+        return mg_error_set(err, MG_ECORRUPT, "memory record is not a map");
+    mg_mp_reader_init(&r, rec, len);
+    if (mg_mp_read_map(&r, &n))
+        return mg_error_set(err, MG_ECORRUPT, "memory record is not a map");
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key;
+        uint32_t klen;
+        int rc;
+        if (mg_mp_read_str(&r, &key, &klen))
+            return mg_error_set(err, MG_ECORRUPT, "memory record is malformed");
+#define KEY(s) (klen == sizeof(s) - 1 && memcmp(key, s, klen) == 0)
+        if (KEY("v")) {
+            uint32_t v;
+            if (mg_mp_read_u32(&r, &v))
+                return mg_error_set(err, MG_ECORRUPT, "memory record: version is not an integer");
+            if (v == 0 || v > MG_ITEM_VERSION)
+                return mg_error_set(err, MG_EVERSION,
+                                    "memory record version %u (this build reads up to %u)", v,
+                                    MG_ITEM_VERSION);
+            rc = MG_OK;
+        } else if (KEY("id")) {
+            uint32_t idlen;
+            rc = mg_mp_read_bin(&r, &the_id, &idlen);
+            if (rc == MG_OK && idlen != 16)
+                rc = MG_ECORRUPT;
+        } else if (KEY("memory") && text == NULL) {
+            rc = mg_mp_read_str(&r, &text, &text_len);
+        } else if (KEY("metadata") && md == NULL) {
+            md = r.pos;
+            rc = md_read(&r, &seen);
+            md_end = r.pos;
+        } else {
+            rc = mg_mp_skip(&r);
+        }
+#undef KEY
+        if (rc)
+            return mg_error_set(err, MG_ECORRUPT, "memory record is malformed");
+    }
+    if (the_id == NULL || text == NULL || mg_mp_remaining(&r) != 0)
+        return mg_error_set(err, MG_ECORRUPT, "memory record is malformed");
+    /* mg_item_validate's checks, in its order */
+    if (text_len > MG_MEMORY_TEXT_MAX)
+        return mg_error_set(err, MG_ETOOBIG, "memory text is %u bytes, the limit is %d", text_len,
+                            MG_MEMORY_TEXT_MAX);
+    if (!mg_utf8_valid(text, text_len))
+        return mg_error_set(err, MG_EINVAL, "memory text is not valid UTF-8");
+    if (md != NULL) {
+        int rc = md_rules(&seen, err);
+        if (rc)
+            return rc;
+        if ((size_t)(md_end - md) > MG_METADATA_MAX)
+            return mg_error_set(err, MG_ETOOBIG, "metadata is %zu bytes encoded, the limit is %d",
+                                (size_t)(md_end - md), MG_METADATA_MAX);
+    }
+    if (id != NULL)
+        *id = the_id;
+    return MG_OK;
 }
 
 /* ---- per-cube cache ----------------------------------------------------- */
@@ -333,41 +612,22 @@ static int cube_fix_dim(struct batch *b, struct batch_cube *bc, uint32_t dim)
     return MG_OK;
 }
 
-static bool vector_is_zero(const float *vec, uint32_t dim)
+/* The part of a memory put that both forms share: id and vector checked,
+ * the record either packed from op->item (record NULL) or given encoded.
+ * vec is aligned and lives until the index is updated. */
+static int mem_put(struct batch *b, const mg_store_op *op, const uint8_t *id, const float *vec,
+                   uint32_t dim, const void *record, size_t record_len, size_t *count)
 {
-    for (uint32_t i = 0; i < dim; i++)
-        if (vec[i] != 0.0f)
-            return false;
-    return true;
-}
-
-static int op_mem_put(struct batch *b, const mg_store_op *op, size_t *count)
-{
-    int rc = store_check_cube_id(op->cube_id, &b->op_err);
-    if (rc)
-        return rc;
-    if (op->item == NULL)
-        return mg_error_set(&b->op_err, MG_EINVAL, "memory put without an item");
-    rc = mg_item_validate(op->item, &b->op_err);
-    if (rc)
-        return rc;
-    if (op->vec != NULL) {
-        rc = mg_vector_check(op->vec, op->dim, &b->op_err);
-        if (rc)
-            return rc;
-        if (vector_is_zero(op->vec, op->dim))
-            return mg_error_set(&b->op_err, MG_EINVAL, "an all-zero vector has no direction");
-    }
+    int rc = MG_OK;
     struct batch_cube *bc = batch_cube(b, op->cube_id);
     if (bc == NULL)
         return b->fatal;
     if (!bc->exists)
         return mg_error_set(&b->op_err, MG_ENOTFOUND, "no cube %s", op->cube_id);
-    if (op->vec != NULL && bc->dim != 0 && op->dim != bc->dim)
+    if (vec != NULL && bc->dim != 0 && dim != bc->dim)
         return mg_error_set(&b->op_err, MG_EDIM, "cube %s has dimension %u, the vector %u",
-                            op->cube_id, bc->dim, op->dim);
+                            op->cube_id, bc->dim, dim);
 
-    const uint8_t *id = op->item->id;
     MDB_val idk = {16, (void *)id}, v;
     int mrc = mdb_get(b->txn, b->s->dbi[STORE_DB_MEMIDS], &idk, &v);
     if (mrc != 0 && mrc != MDB_NOTFOUND)
@@ -393,10 +653,14 @@ static int op_mem_put(struct batch *b, const mg_store_op *op, size_t *count)
     }
 
     /* Checks are done: from here on only a batch failure can stop the op. */
-    pack_reset(b);
-    if (mg_item_pack(&b->pk, op->item))
-        return batch_fail(b, MG_ENOMEM, "encoding a memory");
-    v = (MDB_val){b->sb.size, b->sb.data};
+    if (record == NULL) {
+        pack_reset(b);
+        if (mg_item_pack(&b->pk, op->item))
+            return batch_fail(b, MG_ENOMEM, "encoding a memory");
+        v = (MDB_val){b->sb.size, b->sb.data};
+    } else {
+        v = (MDB_val){record_len, (void *)record};
+    }
     mrc = mdb_put(b->txn, b->s->dbi[STORE_DB_MEMORIES], &k, &v, 0);
     if (mrc)
         return batch_lmdb_fail(b, mrc, "writing a memory");
@@ -408,17 +672,17 @@ static int op_mem_put(struct batch *b, const mg_store_op *op, size_t *count)
         bc->count++;
         bc->count_dirty = true;
     }
-    if (op->vec != NULL) {
+    if (vec != NULL) {
         pack_reset(b);
-        if (store_vector_pack(&b->pk, op->vec, op->dim))
+        if (store_vector_pack(&b->pk, vec, dim))
             return batch_fail(b, MG_ENOMEM, "encoding a vector");
         v = (MDB_val){b->sb.size, b->sb.data};
         mrc = mdb_put(b->txn, b->s->dbi[STORE_DB_VECTORS], &k, &v, 0);
         if (mrc)
             return batch_lmdb_fail(b, mrc, "writing a vector");
-        if (bc->dim == 0 && cube_fix_dim(b, bc, op->dim))
+        if (bc->dim == 0 && cube_fix_dim(b, bc, dim))
             return b->fatal;
-        rc = change_add(b, IX_ADD, op->cube_id, id, op->vec, op->dim, had_vec);
+        rc = change_add(b, IX_ADD, op->cube_id, id, vec, dim, had_vec);
     } else if (had_vec) {
         mrc = mdb_del(b->txn, b->s->dbi[STORE_DB_VECTORS], &k, NULL);
         if (mrc)
@@ -427,6 +691,71 @@ static int op_mem_put(struct batch *b, const mg_store_op *op, size_t *count)
     }
     if (rc == MG_OK)
         *count = 1;
+    return rc;
+}
+
+/* mg_vector_check and the zero test in one pass the compiler vectorizes
+ * (mg_vector_check, called only to word a failure, tests element by
+ * element). */
+static int vector_ok(struct batch *b, const float *vec, uint32_t dim)
+{
+    uint32_t inf_nan = 0, nonzero = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, &vec[i], 4);
+        inf_nan |= (u & 0x7f800000u) == 0x7f800000u;
+        nonzero |= u & 0x7fffffffu; /* -0.0 is zero */
+    }
+    if (dim == 0 || dim > MG_DIM_MAX || inf_nan)
+        return mg_vector_check(vec, dim, &b->op_err);
+    if (!nonzero)
+        return mg_error_set(&b->op_err, MG_EINVAL, "an all-zero vector has no direction");
+    return MG_OK;
+}
+
+static int op_mem_put(struct batch *b, const mg_store_op *op, size_t *count)
+{
+    int rc = store_check_cube_id(op->cube_id, &b->op_err);
+    if (rc)
+        return rc;
+    if (op->item == NULL)
+        return mg_error_set(&b->op_err, MG_EINVAL, "memory put without an item");
+    rc = mg_item_validate(op->item, &b->op_err);
+    if (rc)
+        return rc;
+    if (op->vec != NULL && (rc = vector_ok(b, op->vec, op->dim)) != MG_OK)
+        return rc;
+    return mem_put(b, op, op->item->id, op->vec, op->dim, NULL, 0, count);
+}
+
+static int op_mem_put_encoded(struct batch *b, const mg_store_op *op, size_t *count)
+{
+    int rc = store_check_cube_id(op->cube_id, &b->op_err);
+    if (rc)
+        return rc;
+    const uint8_t *id;
+    if (op->record == NULL)
+        return mg_error_set(&b->op_err, MG_EINVAL, "memory put without a record");
+    rc = mg_store_record_check(op->record, op->record_len, &id, &b->op_err);
+    if (rc)
+        return rc;
+    if (op->mem_id != NULL && memcmp(op->mem_id, id, 16) != 0)
+        return mg_error_set(&b->op_err, MG_EINVAL, "memory put: mem_id and record disagree");
+    float *vec = NULL;
+    if (op->vec_le != NULL) {
+        if (op->dim == 0 || op->dim > MG_DIM_MAX)
+            return mg_error_set(&b->op_err, MG_EDIM, "vector dimension %u is outside 1..%u",
+                                op->dim, MG_DIM_MAX);
+        if (b->vecs_cap - b->vecs_used < op->dim) /* sized by mg_store_apply */
+            return batch_fail(b, MG_EINTERNAL, "vector space of a batch");
+        vec = b->vecs + b->vecs_used;
+        store_vector_copy(vec, op->vec_le, op->dim); /* aligned, host order */
+        if ((rc = vector_ok(b, vec, op->dim)) != MG_OK)
+            return rc;
+    }
+    rc = mem_put(b, op, id, vec, op->dim, op->record, op->record_len, count);
+    if (rc == MG_OK && vec != NULL)
+        b->vecs_used += op->dim; /* the index reads it after commit */
     return rc;
 }
 
@@ -569,6 +898,7 @@ static const op_fn op_table[] = {
     [MG_STORE_MEM_DELETE_WHERE] = op_mem_delete_where,
     [MG_STORE_USER_PUT] = op_user_put,
     [MG_STORE_USER_DELETE] = op_user_delete,
+    [MG_STORE_MEM_PUT_ENCODED] = op_mem_put_encoded,
 };
 
 /* ---- the batch ---------------------------------------------------------- */
@@ -584,6 +914,7 @@ static int batch_run(struct batch *b, uint64_t index, const mg_store_op *ops, si
     b->map_full = false;
     b->n_cubes = 0;
     b->n_changes = 0;
+    b->vecs_used = 0;
     int rc = mdb_txn_begin(s->env, NULL, 0, &b->txn);
     if (rc)
         return batch_lmdb_fail(b, rc, "beginning a write transaction");
@@ -731,6 +1062,15 @@ int mg_store_apply(mg_store *s, uint64_t index, const mg_store_op *ops, size_t n
         return MG_OK;
     }
     struct batch b = {.s = s, .err = err};
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].kind == MG_STORE_MEM_PUT_ENCODED && ops[i].vec_le != NULL &&
+            ops[i].dim <= MG_DIM_MAX)
+            b.vecs_cap += ops[i].dim;
+    if (b.vecs_cap > 0 && (b.vecs = malloc(b.vecs_cap * sizeof *b.vecs)) == NULL) {
+        pthread_mutex_unlock(&s->write_mu);
+        return mg_error_set(err, MG_ENOMEM, "store apply: out of memory for %zu vector floats",
+                            b.vecs_cap);
+    }
     msgpack_sbuffer_init(&b.sb);
     msgpack_packer_init(&b.pk, &b.sb, msgpack_sbuffer_write);
     int rc;
@@ -755,6 +1095,7 @@ int mg_store_apply(mg_store *s, uint64_t index, const mg_store_op *ops, size_t n
     }
     msgpack_sbuffer_destroy(&b.sb);
     free(b.changes);
+    free(b.vecs);
     pthread_mutex_unlock(&s->write_mu);
     return rc;
 }

@@ -321,12 +321,168 @@ static void test_snapshot_restore(void **state)
     mg_cmd_clear(&cmds[1]);
 }
 
+/* mg_cmd_read_puts must take exactly the puts mg_cmd_decode decodes (apply
+ * decodes whatever it does not take), and point at the very memories
+ * mg_cmd_decode decodes. */
+static void check_puts_agree(const char *what, const void *buf, size_t len)
+{
+    mg_cmd c;
+    mg_cmd_puts p;
+    mg_error e1 = {0}, e2 = {0};
+    int dec = mg_cmd_decode(buf, len, &c, &e1);
+    bool is_put = dec == MG_OK && (c.kind == MG_CMD_MEM_PUT || c.kind == MG_CMD_MEM_UPDATE);
+    int rd = mg_cmd_read_puts(buf, len, &p, &e2);
+    if ((rd == MG_OK) != is_put)
+        print_error("%s: mg_cmd_decode %s (%s), mg_cmd_read_puts %s (%s)\n", what,
+                    mg_errname(dec), e1.msg, mg_errname(rd), e2.msg);
+    assert_int_equal(rd == MG_OK, is_put);
+    if (!is_put) {
+        if (dec == MG_OK) {
+            assert_int_equal(rd, MG_EINVAL); /* another kind */
+            mg_cmd_clear(&c);
+        }
+        return;
+    }
+    assert_int_equal(p.kind, c.kind);
+    assert_string_equal(p.cube_id, c.cube_id);
+    assert_int_equal(p.n, c.n_items);
+    for (size_t i = 0; i < p.n; i++) {
+        /* the record in place holds the item mg_cmd_decode decoded (its bytes
+         * may differ from a re-encoding: unknown keys, longer encodings) */
+        mg_item it;
+        char *rec, *want;
+        size_t rlen, wlen;
+        assert_int_equal(mg_item_decode(p.recs[i].record, p.recs[i].record_len, &it, &e2),
+                         MG_OK);
+        assert_int_equal(mg_item_encode(&it, &rec, &rlen), MG_OK);
+        assert_int_equal(mg_item_encode(&c.items[i].item, &want, &wlen), MG_OK);
+        assert_int_equal(rlen, wlen);
+        assert_memory_equal(rec, want, wlen);
+        free(rec);
+        free(want);
+        mg_item_clear(&it);
+        assert_int_equal(p.recs[i].dim, c.items[i].dim);
+        assert_int_equal(p.recs[i].vec == NULL, c.items[i].vec == NULL);
+        if (c.items[i].vec != NULL)
+            assert_memory_equal(p.recs[i].vec, c.items[i].vec, c.items[i].dim * sizeof(float));
+    }
+    mg_cmd_puts_clear(&p);
+    mg_cmd_clear(&c);
+}
+
+/* A mem_put map written field by field (order and duplicates are the
+ * test's), from a decoded mem_put's parts. */
+static void *hand_put(const mg_cmd *c, const char *const *fields, size_t n_fields, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (uint32_t)n_fields);
+    for (size_t f = 0; f < n_fields; f++) {
+        const char *k = fields[f];
+        mg_mp_pack_cstr(&pk, k[0] == '!' ? k + 1 : k);
+        if (strcmp(k, "op") == 0) {
+            mg_mp_pack_cstr(&pk, mg_cmd_name(c->kind));
+        } else if (strcmp(k, "cube_id") == 0) {
+            mg_mp_pack_cstr(&pk, c->cube_id);
+        } else if (strcmp(k, "items") == 0 || strcmp(k, "!items") == 0) {
+            size_t n = k[0] == '!' ? c->n_items - 1 : c->n_items; /* "!": one short */
+            msgpack_pack_array(&pk, (uint32_t)n);
+            for (size_t i = 0; i < n; i++)
+                mg_item_pack(&pk, &c->items[i].item);
+        } else if (strcmp(k, "vecs") == 0) {
+            msgpack_pack_array(&pk, (uint32_t)c->n_items);
+            for (size_t i = 0; i < c->n_items; i++)
+                if (c->items[i].vec != NULL && i % 3 != 1)
+                    mg_mp_pack_binn(&pk, c->items[i].vec, c->items[i].dim * sizeof(float));
+                else
+                    msgpack_pack_nil(&pk);
+        } else if (strcmp(k, "ids") == 0) {
+            msgpack_pack_array(&pk, 1);
+            mg_mp_pack_binn(&pk, c->items[0].item.id, 15); /* malformed */
+        } else if (strcmp(k, "user_id") == 0) {
+            mg_mp_pack_cstr(&pk, "someone");
+        } else {
+            msgpack_pack_nil(&pk); /* an unknown field */
+        }
+    }
+    *len = sb.size;
+    return sb.data;
+}
+
+static void test_read_puts_agrees(void **state)
+{
+    (void)state;
+    mg_error err = {0};
+    mg_cmd put = {0};
+    assert_int_equal(mg_workload_put_cmd(&put, "cube-1", 10, 5, 8, &err), MG_OK);
+    void *buf;
+    size_t len;
+    assert_int_equal(mg_cmd_encode(&put, &buf, &len, &err), MG_OK);
+    check_puts_agree("mem_put", buf, len);
+    /* every truncation and a bit flip at every byte */
+    for (size_t cut = 0; cut < len; cut++)
+        check_puts_agree("truncated", buf, cut);
+    uint8_t *bad = malloc(len);
+    for (size_t at = 0; at < len; at++) {
+        memcpy(bad, buf, len);
+        bad[at] ^= 0x41;
+        check_puts_agree("flipped", bad, len);
+    }
+    free(bad);
+    free(buf);
+
+    /* field orders, duplicates, counts, extra and foreign fields */
+    static const char *const layouts[][6] = {
+        {"op", "cube_id", "items", "vecs"},
+        {"vecs", "items", "cube_id", "op"},
+        {"items", "op", "vecs", "cube_id"},
+        {"op", "cube_id", "items"},
+        {"op", "cube_id", "vecs"},
+        {"op", "vecs", "cube_id", "vecs", "items"},
+        {"op", "cube_id", "items", "items", "vecs"},
+        {"op", "cube_id", "vecs", "!items"},
+        {"op", "cube_id", "!items", "vecs"},
+        {"op", "cube_id", "items", "vecs", "future"},
+        {"op", "cube_id", "items", "vecs", "user_id"},
+        {"op", "cube_id", "items", "vecs", "ids"},
+        {"cube_id", "items", "vecs"},
+        {"op", "items", "vecs"},
+        {"op", "op", "cube_id", "items", "vecs"},
+    };
+    for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
+        size_t nf = 0;
+        while (nf < 6 && layouts[l][nf] != NULL)
+            nf++;
+        for (int kind = MG_CMD_MEM_PUT; kind <= MG_CMD_MEM_UPDATE; kind++) {
+            put.kind = kind;
+            buf = hand_put(&put, layouts[l], nf, &len);
+            check_puts_agree(layouts[l][0], buf, len);
+            free(buf);
+        }
+    }
+    put.kind = MG_CMD_MEM_PUT;
+    mg_cmd_clear(&put);
+
+    /* other kinds are not read in place */
+    mg_cmd del = {0};
+    assert_int_equal(mg_workload_delete_cmd(&del, "cube-1", 0, 3, &err), MG_OK);
+    assert_int_equal(mg_cmd_encode(&del, &buf, &len, &err), MG_OK);
+    check_puts_agree("mem_delete", buf, len);
+    mg_cmd_puts p;
+    assert_int_equal(mg_cmd_read_puts(buf, len, &p, &err), MG_EINVAL);
+    free(buf);
+    mg_cmd_clear(&del);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_validation_refuses_before_propose),
         cmocka_unit_test(test_versioning),
+        cmocka_unit_test(test_read_puts_agrees),
         cmocka_unit_test_setup_teardown(test_apply_idempotent_and_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_entry_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
