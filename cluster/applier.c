@@ -1,5 +1,6 @@
 #include "applier.h"
 
+#include "../lib/clock.h"
 #include "../lib/log.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ struct mg_applier {
     uv_loop_t *loop;
     uv_async_t async;
     mg_fsm *fsm;
+    mg_hist *apply_hist; /* borrowed, or NULL */
     mg_applier_done_cb done;
     void *arg;
     pthread_t thread;
@@ -97,8 +99,13 @@ static void apply_job(mg_applier *a, job *j)
             return;
         }
         mg_error err = {0};
+        uint64_t t0 = a->apply_hist != NULL ? mg_clock_mono_ns() : 0;
         int rc = mg_fsm_apply_into(a->fsm, j->pub.index, j->buf, j->len, &j->pub.result, &err);
         if (rc == MG_OK) {
+            /* Recorded before the job is handed back, so a proposal's
+             * answer comes after its entry's record. */
+            if (a->apply_hist != NULL && j->pub.result.applied)
+                mg_hist_record(a->apply_hist, mg_clock_mono_ns() - t0);
             j->pub.status = MG_OK;
             return;
         }
@@ -317,14 +324,15 @@ static void applier_free(mg_applier *a)
     free(a);
 }
 
-int mg_applier_start(uv_loop_t *loop, mg_fsm *fsm, mg_applier_done_cb done, void *arg,
-                     mg_applier **out, mg_error *err)
+int mg_applier_start(uv_loop_t *loop, mg_fsm *fsm, mg_hist *apply_hist, mg_applier_done_cb done,
+                     void *arg, mg_applier **out, mg_error *err)
 {
     mg_applier *a = calloc(1, sizeof *a);
     if (a == NULL)
         return mg_error_set(err, MG_ENOMEM, "out of memory for an applier");
     a->loop = loop;
     a->fsm = fsm;
+    a->apply_hist = apply_hist;
     a->done = done;
     a->arg = arg;
     pthread_mutex_init(&a->mu, NULL);

@@ -29,6 +29,7 @@
 #define MG_CLUSTER_APPLIER_H
 
 #include "../lib/error.h"
+#include "../lib/histogram.h"
 #include "fsm.h"
 
 #include <stdbool.h>
@@ -52,9 +53,15 @@ typedef struct mg_applier_job {
 typedef void (*mg_applier_done_cb)(const mg_applier_job *job, void *arg);
 
 /* Starts the thread. fsm is borrowed (the applier is its only caller of
- * apply from then on). done(job, arg) runs on loop for every job, in order. */
-int mg_applier_start(uv_loop_t *loop, mg_fsm *fsm, mg_applier_done_cb done, void *arg,
-                     mg_applier **out, mg_error *err);
+ * apply from then on). done(job, arg) runs on loop for every job, in order.
+ * apply_hist (borrowed, NULL = none; must outlive the applier, i.e. until
+ * the stop callback) gets the time of each entry the store applied, taken
+ * around mg_fsm_apply_into on the applier's thread (mg_hist_record: other
+ * appliers may share it). Entries the store skipped (already applied: a
+ * replay after a restart), refused entries and failed attempts (retried)
+ * are not recorded. */
+int mg_applier_start(uv_loop_t *loop, mg_fsm *fsm, mg_hist *apply_hist, mg_applier_done_cb done,
+                     void *arg, mg_applier **out, mg_error *err);
 
 /* Queues the entry at `index` (buf is copied). When more than a bounded
  * amount is queued, waits (up to 100 ms) for the applier first, so that a

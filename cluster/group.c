@@ -107,7 +107,8 @@ int mg_group_open(uv_loop_t *loop, const mg_group_config *cfg, mg_group **out, m
     if ((rc = mg_store_open(cfg->store_dir, &so, &g->store, err)) != MG_OK)
         goto err_free;
     mg_fsm_init(&g->fsm, g->store);
-    if ((rc = mg_applier_start(loop, &g->fsm, group_on_applied, g, &g->applier, err)) != MG_OK)
+    if ((rc = mg_applier_start(loop, &g->fsm, cfg->apply_hist, group_on_applied, g, &g->applier,
+                               err)) != MG_OK)
         goto err_fsm;
     group_fsm_init(g);
 

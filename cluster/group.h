@@ -30,6 +30,7 @@
 #define MG_CLUSTER_GROUP_H
 
 #include "../lib/error.h"
+#include "../lib/histogram.h"
 #include "../storage/store.h"
 #include "command.h"
 #include "fsm.h"
@@ -77,6 +78,10 @@ typedef struct mg_group_config {
                                      * start empty and wait to be added */
     size_t n_bootstrap;
     const mg_group_tunables *tunables; /* NULL = defaults */
+    mg_hist *apply_hist;            /* NULL = none, or where the applier records the time
+                                     * of each entry the store applied (applier.h);
+                                     * borrowed: must outlive the group (until its close
+                                     * callback). Several groups may share one. */
 } mg_group_config;
 
 typedef struct mg_group mg_group;

@@ -11,6 +11,7 @@
 struct mg_host {
     uv_loop_t *loop;
     char *data_dir;
+    mg_hist *apply_hist; /* borrowed, given to every group added */
     mg_group **groups;
     size_t n, cap;
     int closing_groups; /* groups whose close callback has not fired yet */
@@ -39,6 +40,11 @@ int mg_host_open(uv_loop_t *loop, const char *data_dir, mg_host **out, mg_error 
     h->loop = loop;
     *out = h;
     return MG_OK;
+}
+
+void mg_host_set_apply_hist(mg_host *h, mg_hist *hist)
+{
+    h->apply_hist = hist;
 }
 
 mg_group *mg_host_group(mg_host *h, uint64_t group_id)
@@ -99,6 +105,7 @@ int mg_host_add_group(mg_host *h, uint64_t group_id, uint64_t replica_id, const 
         .bootstrap = bootstrap,
         .n_bootstrap = n_bootstrap,
         .tunables = tunables,
+        .apply_hist = h->apply_hist,
     };
     if ((rc = mg_group_open(h->loop, &cfg, &g, err)) != MG_OK)
         return mg_error_wrap(err, rc, "group %llu", (unsigned long long)group_id);

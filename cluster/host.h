@@ -27,6 +27,11 @@ typedef struct mg_host mg_host;
  * host. */
 int mg_host_open(uv_loop_t *loop, const char *data_dir, mg_host **out, mg_error *err);
 
+/* Groups added from now on record the apply time of each entry into `hist`
+ * (mg_group_config.apply_hist; NULL = none, the default). Borrowed: it must
+ * outlive every group of the host, i.e. until mg_host_close's callback. */
+void mg_host_set_apply_hist(mg_host *h, mg_hist *hist);
+
 /* Opens and starts a replica of group `group_id` under the data directory.
  * bootstrap/n_bootstrap as in mg_group_config (NULL to join an existing
  * group); tunables NULL = defaults. MG_EEXIST when the group is already

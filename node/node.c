@@ -367,6 +367,11 @@ static mg_node *node_alloc(const mg_node_config *cfg)
     n->cfg.respondent_url = n->respondent_url;
     n->cfg.groups = NULL; /* not kept: the table below is the node's copy */
     n->n_groups = cfg->n_groups;
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        n->groups[i].group_id = cfg->groups[i].group_id;
+        n->groups[i].replica_id = cfg->groups[i].replica_id;
+        n->groups[i].node = n;
+    }
     return n;
 }
 
@@ -389,7 +394,7 @@ static void ignore_sigpipe(void)
 
 int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
 {
-    int rc;
+    int rc, uvrc;
     uint64_t t0 = mg_clock_mono_ns();
     if ((rc = check_config(cfg, err)) != MG_OK)
         return rc;
@@ -397,7 +402,10 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
     mg_node *n = node_alloc(cfg);
     if (n == NULL)
         return mg_error_set(err, MG_ENOMEM, "out of memory starting the node");
-    int uvrc = uv_loop_init(&n->loop);
+    /* Before the groups: their appliers record into the apply histogram. */
+    if ((rc = node_stats_open(n, err)) != MG_OK)
+        goto err_free;
+    uvrc = uv_loop_init(&n->loop);
     if (uvrc != 0) {
         rc = mg_error_set(err, MG_EIO, "uv_loop_init: %s", uv_strerror(uvrc));
         goto err_free;
@@ -412,14 +420,12 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
 
     if ((rc = mg_host_open(&n->loop, n->data_dir, &n->host, err)) != MG_OK)
         goto err_loop;
+    mg_host_set_apply_hist(n->host, node_stats_apply_hist(n));
     for (size_t i = 0; i < cfg->n_groups; i++) {
         const mg_node_group *gc = &cfg->groups[i];
         node_group *ng = &n->groups[i];
         mg_group_tunables t;
         group_tunables(n, gc, &t);
-        ng->group_id = gc->group_id;
-        ng->replica_id = gc->replica_id;
-        ng->node = n;
         rc = mg_host_add_group(n->host, gc->group_id, gc->replica_id, gc->address, gc->bootstrap,
                                gc->n_bootstrap, &t, &ng->g, err);
         if (rc != MG_OK) {
@@ -429,8 +435,6 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
         ng->store = mg_group_store(ng->g);
     }
     publish_all(n);
-    if ((rc = node_stats_open(n, err)) != MG_OK)
-        goto err_loop;
 
     if ((rc = mg_workers_start(n->cfg.search_workers, &n->workers, err)) != MG_OK)
         goto err_loop;

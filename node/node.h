@@ -34,7 +34,7 @@
  * (memories and cubes of the groups this node leads; the gauges are at most
  * a second old). The registry holds memgrid_node_op_seconds{op},
  * memgrid_node_requests_total{op,status}, memgrid_node_stage_seconds{stage}
- * (propose_commit, scan) and the gauges memgrid_node_groups,
+ * (propose_commit, apply, scan) and the gauges memgrid_node_groups,
  * memgrid_node_leaders, memgrid_node_memories{group}, memgrid_node_cubes{group};
  * see node/stats.c.
  *

@@ -223,7 +223,8 @@ void node_status_run(node_ctx *c);
 
 /* ---- stats.c ------------------------------------------------------------ */
 
-/* Registers every series of the node's registry (groups must be filled in).
+/* Registers every series of the node's registry (groups must be filled in;
+ * before the groups are opened, which record into the apply histogram).
  * MG_ENOMEM. */
 int node_stats_open(mg_node *n, mg_error *err);
 void node_stats_close(mg_node *n);
@@ -233,6 +234,11 @@ void node_stats_request(node_ctx *c, int status);
 /* A write's proposal until applied on this leader; a search's scan. */
 void node_stats_commit(mg_node *n, uint64_t ns);
 void node_stats_scan(mg_node *n, uint64_t ns);
+/* The histogram of stage "apply", which the node's groups record into from
+ * their applier threads (mg_host_set_apply_hist); NULL before
+ * node_stats_open. Lives until node_stats_close, which runs only after every
+ * group has closed. */
+mg_hist *node_stats_apply_hist(mg_node *n);
 /* Worker: STATS. */
 void node_stats_run(node_ctx *c);
 

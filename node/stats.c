@@ -15,7 +15,12 @@
  *                                           until the group applied it on this
  *                                           leader; scan: a SEARCH's scan of
  *                                           its groups, before the reply is
- *                                           packed
+ *                                           packed; apply: the FSM apply of one
+ *                                           entry by any hosted replica (leader
+ *                                           or follower), recorded by the
+ *                                           group's applier thread (cluster/
+ *                                           applier.h) into the histogram the
+ *                                           node hands to its host
  *   memgrid_node_groups, memgrid_node_leaders, memgrid_node_memories{group},
  *   memgrid_node_cubes{group}                gauges, refreshed at most once a
  *                                           second when STATS asks
@@ -36,9 +41,9 @@
 
 #define GAUGE_REFRESH_NS 1000000000ull
 
-enum { STAGE_PROPOSE_COMMIT = 0, STAGE_SCAN, STAGE_COUNT_ };
+enum { STAGE_PROPOSE_COMMIT = 0, STAGE_SCAN, STAGE_APPLY, STAGE_COUNT_ };
 
-static const char *const stage_names[STAGE_COUNT_] = {"propose_commit", "scan"};
+static const char *const stage_names[STAGE_COUNT_] = {"propose_commit", "scan", "apply"};
 
 struct node_stats {
     mg_metrics *reg;
@@ -89,7 +94,8 @@ int node_stats_open(mg_node *n, mg_error *err)
         ok = (s->stage[st] = mg_metrics_histogram(
                   s->reg, "memgrid_node_stage_seconds",
                   "Stages of node work: propose_commit = a write's proposal until applied on "
-                  "this leader; scan = a search's scan of its groups, before its reply is packed.",
+                  "this leader; scan = a search's scan of its groups, before its reply is packed; "
+                  "apply = the state machine's apply of one Raft entry on a replica here.",
                   (const char *const[]){"stage", stage_names[st], NULL}, 0)) != NULL;
     if (ok)
         ok = (s->groups = mg_metrics_gauge(s->reg, "memgrid_node_groups",
@@ -153,6 +159,11 @@ void node_stats_scan(mg_node *n, uint64_t ns)
 {
     if (n->stats != NULL)
         mg_hist_record(n->stats->stage[STAGE_SCAN], ns);
+}
+
+mg_hist *node_stats_apply_hist(mg_node *n)
+{
+    return n->stats != NULL ? n->stats->stage[STAGE_APPLY] : NULL;
 }
 
 mg_metrics *mg_node_metrics(mg_node *n)

@@ -1,7 +1,8 @@
 /*
  * Observability end to end against `memgrid serve`: GET /metrics parses as
  * Prometheus text (tests/fixtures/prom_text.h, strict) and its counters and
- * histogram counts move by exactly the requests made, errors included;
+ * histogram counts move by exactly the requests made, errors included (the
+ * node's FSM apply histogram by one entry per write);
  * GET /admin/stats; `memgrid ctl stats` (table and --json, percentiles in
  * order); ctl usage errors (exit 2) and an unreachable router (exit 1).
  */
@@ -176,6 +177,18 @@ static void test_metrics_move(void **state)
             get(&before, "memgrid_node_stage_seconds_count",
                 L("node", "1", "stage", "propose_commit")) >=
         ADDS);
+    /* the FSM apply, timed on the groups' applier threads: the adds ran one
+     * after another and every write waits for its entry's apply, so no two
+     * writes shared an entry and each one applied exactly one (the same
+     * count as the writes answered OK, at least one per add) */
+    const char *const *apply = L("node", "1", "stage", "apply");
+    double applies = get(&after, "memgrid_node_stage_seconds_count", apply) -
+                     get(&before, "memgrid_node_stage_seconds_count", apply);
+    if (applies != writes)
+        fail_msg("the node applied %.0f entries for %.0f writes", applies, writes);
+    assert_true(applies >= ADDS);
+    assert_true(get(&after, "memgrid_node_stage_seconds_sum", apply) >
+                get(&before, "memgrid_node_stage_seconds_sum", apply));
     assert_true(get(&after, "memgrid_node_groups", n1) == 5);
     assert_true(get(&after, "memgrid_node_leaders", n1) == 5);
     prom_doc_free(&before);
@@ -292,6 +305,7 @@ static void test_ctl_stats_json(void **state)
     check_rows(json_object_get(d, "ops"), "op", "search", 1);
     check_rows(json_object_get(d, "node_stages"), "stage", "propose_commit", 1);
     check_rows(json_object_get(d, "node_stages"), "stage", "scan", 1);
+    check_rows(json_object_get(d, "node_stages"), "stage", "apply", 1);
     check_rows(json_object_get(d, "stages"), "stage", "embed", 1);
     const json_t *cluster = json_object_get(d, "cluster");
     assert_int_equal(json_integer_value(json_object_get(cluster, "nodes_up")), 1);
@@ -307,6 +321,7 @@ static void test_ctl_stats_json(void **state)
     assert_non_null(strstr(out, "/product/add"));
     assert_non_null(strstr(out, "p99.9 ms"));
     assert_non_null(strstr(out, "propose_commit"));
+    assert_non_null(strstr(out, "\n  apply "));
     free(out);
 
     /* /admin/stats itself is enveloped */
