@@ -8,7 +8,7 @@ DEB_PKGS = build-essential cmake pkg-config \
 	libraft-dev libuv1-dev libnng-dev libmsgpack-dev liblmdb-dev \
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libcmocka-dev
 
-.PHONY: all deps build test bench clean format help serve
+.PHONY: all deps build test bench clean format help serve cluster
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make test   deps + build + ctest --output-on-failure"
 	@echo "make bench  build and run the benchmarks in bench/"
 	@echo "make serve  deps + build + run memgrid on 127.0.0.1:8000 (SERVE_ARGS=\"--data DIR --listen HOST:PORT\")"
+	@echo "make cluster deps + build + a local cluster (3 nodes, 2 routers) via deploy/local-cluster.sh start"
 	@echo "make format clang-format every C file in place"
 
 deps:
@@ -44,6 +45,9 @@ test: deps build
 
 serve: deps build
 	./$(BUILD)/memgrid serve $(SERVE_ARGS)
+
+cluster: deps build
+	MEMGRID_BIN=./$(BUILD)/memgrid deploy/local-cluster.sh start
 
 bench: build
 	$(BUILD)/bench/index_bench

@@ -1,7 +1,8 @@
 /*
  * memgrid: one binary, subcommands (DESIGN §2). `serve` runs a node and a
- * router in one process; the cluster subcommands are listed so that --help
- * describes the whole tool, and say plainly that they are not in this build.
+ * router in one process; `node` and `router` run a cluster with a static
+ * topology (docs/OPERATIONS.md); subcommands not in this build are listed so
+ * that --help describes the whole tool, and say plainly that they are missing.
  */
 #include "memgrid.h"
 
@@ -18,8 +19,8 @@ typedef struct subcommand {
 static const subcommand subcommands[] = {
     {"serve", "router and node in one process: the MemOS-compatible API on one machine",
      mg_cmd_serve},
-    {"node", "a data node hosting replicas of shard groups", NULL},
-    {"router", "a stateless API front end for a cluster", NULL},
+    {"node", "a data node hosting replicas of shard groups (static topology)", mg_cmd_node},
+    {"router", "a stateless API front end for a cluster", mg_cmd_router},
     {"ctl", "the cluster admin CLI (stats; the rest not yet available)", mg_cmd_ctl},
     {"bench", "the benchmark harness (memgrid or Python MemOS)", mg_cmd_bench},
     {"migrate", "import, export, pull and verify MemOS cubes", NULL},

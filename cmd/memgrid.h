@@ -13,6 +13,8 @@
 #define MG_EXIT_USAGE 2
 
 int mg_cmd_serve(int argc, char **argv);
+int mg_cmd_node(int argc, char **argv);   /* cmd/node.c */
+int mg_cmd_router(int argc, char **argv); /* cmd/router.c */
 int mg_cmd_ctl(int argc, char **argv);   /* cmd/ctl.c */
 int mg_cmd_bench(int argc, char **argv); /* cmd/bench.c */
 

@@ -59,6 +59,7 @@ typedef struct cube_result {
     mg_hit *sel[4];            /* per bucket: the selected hits, in order */
     size_t n_sel[4];
     bool missing;              /* its group did not answer */
+    bool follower_read;        /* answered by a replica that may not lead (failover) */
 } cube_result;
 
 static void cube_result_clear(cube_result *c)
@@ -281,6 +282,7 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
     sv->groups = NULL;
     if (rc != MG_OK)
         return rc;
+    out->follower_read = sv->follower_read;
     if (sv->n_missing > 0)
         return mg_error_set(err, MG_EUNAVAIL, "group %llu of cube \"%s\" did not answer (%s)",
                             (unsigned long long)group, cube_id, sv->missing_why);
@@ -618,6 +620,11 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     jw_lit(&w, ",\"skill_mem\":");
     write_bucket(&w, res, nc, API_BUCKET_SKILL);
     jw_lit(&w, ",\"pref_note\":\"\"");
+    bool follower_read = false;
+    for (size_t i = 0; i < nc; i++)
+        follower_read |= res[i].follower_read;
+    if (follower_read)
+        jw_lit(&w, ",\"follower_read\":true");
     if (n_missing > 0) {
         char *m = json_dumps(missing, JSON_COMPACT);
         jw_lit(&w, ",\"partial\":true,\"missing\":");

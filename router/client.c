@@ -38,6 +38,10 @@ typedef struct node_conn {
  * each carry at most SURVEY_INFLIGHT surveys at a time; more wait for a
  * free place rather than be dropped. */
 #define SURVEY_SOCKETS 4
+
+/* How long a request waits for a connection to its node before the node is
+ * taken as down and the next one is tried (mg_client_run). */
+#define SEND_WAIT_MS 300
 #define SURVEY_INFLIGHT 8
 
 struct mg_client {
@@ -412,7 +416,10 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                 continue;
             }
             nng_aio_set_msg(q->slot->aio, m);
-            nng_aio_set_timeout(q->slot->aio, (nng_duration)remain);
+            /* A send waits for a connection to the node: a node that is down
+             * has none, so give up on it soon and try the next one. */
+            nng_aio_set_timeout(q->slot->aio,
+                                (nng_duration)(remain < SEND_WAIT_MS ? remain : SEND_WAIT_MS));
             nng_ctx_send(q->slot->ctx, q->slot->aio);
             q->sent = true;
         }
@@ -429,6 +436,8 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                 q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv), "send to node %llu: %s",
                                                (unsigned long long)c->nodes[q->node].id,
                                                nng_strerror(rv));
+                if (rv == NNG_ETIMEDOUT)
+                    leader_moved(c, q->call->group, 0, q->node); /* not connected */
                 continue;
             }
             now = now_ms();
@@ -632,7 +641,7 @@ void mg_client_survey_clear(mg_client_survey *s)
 
 /* Reads the "groups" answered and applies the leader hints of "missing". */
 static void survey_reply_groups(mg_client *c, mg_client_survey *s, const mg_wire_rep *rep,
-                                bool *answered, const uint64_t *want, size_t n_want)
+                                bool *answered, bool *heard, const uint64_t *want, size_t n_want)
 {
     mg_mp_reader r = mg_wire_body(rep->body, rep->body_len);
     uint32_t n;
@@ -685,6 +694,9 @@ static void survey_reply_groups(mg_client *c, mg_client_survey *s, const mg_wire
                 }
                 if (group == UINT64_MAX)
                     continue;
+                for (size_t k = 0; k < n_want; k++)
+                    if (want[k] == group)
+                        heard[k] = true;
                 if (status == MG_ENOTLEADER)
                     leader_moved(c, group, leader, leader_of(c, group));
                 snprintf(s->missing_why, sizeof s->missing_why, "group %llu: %s%s%.*s",
@@ -725,22 +737,35 @@ static void survey_sock_release(mg_client *c, int k)
     pthread_mutex_unlock(&c->survey_lock);
 }
 
-static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
-                           const uint64_t *want, size_t n_want, bool *answered, mg_error *err);
+/* One survey round: group want[i] assigned to node index assign[i]. */
+typedef struct survey_round_args {
+    const uint64_t *want;
+    const int *assign;
+    size_t n_want;
+    bool follower;          /* add "follower": true (replicas answer from their state) */
+    bool *answered;         /* out: a reply covered want[i] */
+    bool *heard;            /* out: the assigned node answered for want[i], even with an error */
+} survey_round_args;
 
-/* One survey round over `want` groups; fills answered[] and appends replies. */
-static int survey_round(mg_client *c, const char *user, mg_client_survey *s, const uint64_t *want,
-                        size_t n_want, bool *answered, mg_error *err)
+static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
+                           const survey_round_args *a, mg_error *err);
+
+/* One survey round; fills answered[] and heard[] and appends replies. */
+static int survey_round(mg_client *c, const char *user, mg_client_survey *s,
+                        const survey_round_args *a, mg_error *err)
 {
     int k = survey_sock_acquire(c);
-    int rc = survey_round_on(c, &c->survey[k], user, s, want, n_want, answered, err);
+    int rc = survey_round_on(c, &c->survey[k], user, s, a, err);
     survey_sock_release(c, k);
     return rc;
 }
 
 static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
-                           const uint64_t *want, size_t n_want, bool *answered, mg_error *err)
+                           const survey_round_args *a, mg_error *err)
 {
+    const uint64_t *want = a->want;
+    size_t n_want = a->n_want;
+    bool *answered = a->answered, *heard = a->heard;
     int rc = MG_OK;
     slot *sl = pool_get(pool, &rc);
     if (sl == NULL)
@@ -754,14 +779,17 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
     msgpack_packer pk;
     msgpack_packer_init(&pk, m, msg_write);
     rc = mg_wire_req_begin(&pk, MG_OP_SEARCH, rid, 0, 0, c->survey_timeout_ms, user);
-    if (rc == MG_OK && msgpack_pack_map(&pk, s->n_fields + 1))
+    if (rc == MG_OK && msgpack_pack_map(&pk, s->n_fields + 1 + (a->follower ? 1 : 0)))
         rc = MG_ENOMEM;
     if (rc == MG_OK && nng_msg_append(m, s->fields, s->fields_len) != 0)
+        rc = MG_ENOMEM;
+    if (rc == MG_OK && a->follower &&
+        (mg_mp_pack_cstr(&pk, "follower") || msgpack_pack_true(&pk)))
         rc = MG_ENOMEM;
     if (rc == MG_OK && (mg_mp_pack_cstr(&pk, "assign") || msgpack_pack_array(&pk, (uint32_t)n_want)))
         rc = MG_ENOMEM;
     for (size_t i = 0; rc == MG_OK && i < n_want; i++) {
-        int ni = leader_of(c, want[i]);
+        int ni = a->assign[i];
         if (msgpack_pack_map(&pk, 2) || mg_mp_pack_cstr(&pk, "group") ||
             msgpack_pack_uint64(&pk, want[i]) || mg_mp_pack_cstr(&pk, "node") ||
             msgpack_pack_uint64(&pk, c->nodes[ni].id))
@@ -806,11 +834,11 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
             snprintf(s->missing_why, sizeof s->missing_why, "%s%s%.*s",
                      mg_errname(r.rep.status), r.rep.msg_len ? ": " : "", (int)r.rep.msg_len,
                      r.rep.msg);
-            survey_reply_groups(c, s, &r.rep, answered, want, n_want);
+            survey_reply_groups(c, s, &r.rep, answered, heard, want, n_want);
             mg_client_reply_free(&r);
             continue;
         }
-        survey_reply_groups(c, s, &r.rep, answered, want, n_want);
+        survey_reply_groups(c, s, &r.rep, answered, heard, want, n_want);
         mg_client_reply *grown = realloc(s->replies, (s->n_replies + 1) * sizeof *grown);
         if (grown == NULL) {
             mg_client_reply_free(&r);
@@ -835,52 +863,100 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
     s->missing = NULL;
     s->n_replies = s->n_missing = 0;
     s->missing_why[0] = '\0';
-    if (s->n_groups == 0)
+    s->follower_read = false;
+    size_t n = s->n_groups;
+    if (n == 0)
         return MG_OK;
-    bool local_answered[16];
-    bool *answered = s->n_groups <= 16 ? local_answered : calloc(s->n_groups, sizeof *answered);
-    uint64_t *again = calloc(s->n_groups, sizeof *again);
-    if (answered == NULL || again == NULL) {
-        if (answered != local_answered)
-            free(answered);
-        free(again);
-        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    /* Per group: round-1 node, answered, heard; round-2 lists. */
+    int *assign = calloc(n, sizeof *assign);
+    int *assign2 = calloc(n, sizeof *assign2);
+    bool *answered = calloc(n, sizeof *answered);
+    bool *heard = calloc(n, sizeof *heard);
+    bool *answered2 = calloc(n, sizeof *answered2);
+    uint64_t *again = calloc(n, sizeof *again);
+    int rc = MG_OK;
+    if (assign == NULL || assign2 == NULL || answered == NULL || heard == NULL ||
+        answered2 == NULL || again == NULL) {
+        rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+        goto done;
     }
-    memset(answered, 0, s->n_groups * sizeof *answered);
-    int rc = survey_round(c, user, s, s->groups, s->n_groups, answered, err);
-    size_t n_again = 0;
-    for (size_t i = 0; rc == MG_OK && i < s->n_groups; i++)
-        if (!answered[i])
-            again[n_again++] = s->groups[i];
-    if (rc == MG_OK && n_again > 0) {
-        /* One more round for the missing groups, on the hinted leaders. */
-        bool again_answered[16];
-        bool *aa = n_again <= 16 ? again_answered : calloc(n_again, sizeof *aa);
-        if (aa == NULL) {
-            rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
-        } else {
-            memset(aa, 0, n_again * sizeof *aa);
-            rc = survey_round(c, user, s, again, n_again, aa, err);
-            size_t k = 0;
-            for (size_t i = 0; rc == MG_OK && i < n_again; i++)
-                if (!aa[i])
-                    again[k++] = again[i];
-            if (rc == MG_OK && k > 0) {
-                s->missing = again;
-                s->n_missing = k;
-                again = NULL;
-                if (s->missing_why[0] == '\0')
-                    snprintf(s->missing_why, sizeof s->missing_why,
-                             "no answer within %u ms", c->survey_timeout_ms);
-                mg_warn("router.survey_partial", "missing=%zu why=\"%s\"", k, s->missing_why);
+    for (size_t i = 0; i < n; i++)
+        assign[i] = leader_of(c, s->groups[i]);
+    survey_round_args a1 = {.want = s->groups, .assign = assign, .n_want = n,
+                            .answered = answered, .heard = heard};
+    rc = survey_round(c, user, s, &a1, err);
+    if (rc != MG_OK)
+        goto done;
+    /* Round 2, twice at most: groups whose node named another leader are
+     * asked there (a leader read); groups whose node did not answer at all
+     * (down, or failing over) are asked of the next replica, which may
+     * answer from its own state ("follower": true; flagged in the survey).
+     * A group whose node answered without a usable hint goes the follower
+     * way too, on that same (live) node. */
+    for (int pass = 0; pass < 2 && rc == MG_OK; pass++) {
+        bool follower = pass == 1;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (answered[i])
+                continue;
+            uint64_t g = s->groups[i];
+            int now = leader_of(c, g);
+            bool hinted = heard[i] && now != assign[i];
+            if (!heard[i] && now == assign[i]) {
+                /* Silent node: move the guess on for later requests too. */
+                leader_moved(c, g, 0, assign[i]);
+                now = leader_of(c, g);
             }
-            if (aa != again_answered)
-                free(aa);
+            if (hinted == follower)
+                continue;
+            again[k] = g;
+            assign2[k] = follower && heard[i] ? assign[i] : now;
+            k++;
+        }
+        if (k == 0)
+            continue;
+        memset(answered2, 0, k * sizeof *answered2);
+        bool heard2[16];
+        bool *h2 = k <= 16 ? heard2 : calloc(k, sizeof *h2);
+        if (h2 == NULL) {
+            rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+            break;
+        }
+        memset(h2, 0, k * sizeof *h2);
+        survey_round_args a2 = {.want = again, .assign = assign2, .n_want = k,
+                                .follower = follower, .answered = answered2, .heard = h2};
+        rc = survey_round(c, user, s, &a2, err);
+        if (h2 != heard2)
+            free(h2);
+        for (size_t j = 0; rc == MG_OK && j < k; j++)
+            for (size_t i = 0; i < n; i++)
+                if (answered2[j] && s->groups[i] == again[j]) {
+                    answered[i] = true;
+                    s->follower_read |= follower;
+                }
+    }
+    if (rc == MG_OK) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!answered[i])
+                again[k++] = s->groups[i];
+        if (k > 0) {
+            s->missing = again;
+            s->n_missing = k;
+            again = NULL;
+            if (s->missing_why[0] == '\0')
+                snprintf(s->missing_why, sizeof s->missing_why, "no answer within %u ms",
+                         c->survey_timeout_ms);
+            mg_warn("router.survey_partial", "missing=%zu why=\"%s\"", k, s->missing_why);
         }
     }
+done:
+    free(assign);
+    free(assign2);
+    free(answered);
+    free(heard);
+    free(answered2);
     free(again);
-    if (answered != local_answered)
-        free(answered);
     if (rc != MG_OK)
         mg_client_survey_clear(s);
     return rc;

@@ -12,7 +12,8 @@
  * Retries: a request answered NOT_LEADER is re-sent to the hinted leader (or
  * the next node when there is no hint, after a short pause); one that times
  * out at the transport, or is answered EUNAVAIL/EBUSY, is re-sent until the
- * call's deadline. Writes are safe to re-send: puts carry their ids (upserts)
+ * call's deadline; one that finds no connection to its node within 300 ms
+ * moves on to the next node (a node that is down has none). Writes are safe to re-send: puts carry their ids (upserts)
  * and create/delete report EEXIST/ENOTFOUND the second time, which callers
  * accept.
  */
@@ -95,8 +96,12 @@ int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, cons
 /* A search survey. The caller packs the SEARCH body's key/value pairs other
  * than "assign" (n_fields pairs back to back, no map header); the client adds
  * the assignment of each group to its presumed leader. Groups that no reply
- * covers by the deadline are asked once more (with leader hints applied);
- * those still missing are listed in `missing`. */
+ * covers by the deadline are asked once more: on the leader a replica named
+ * when there is such a hint, otherwise on a live replica (the one that
+ * answered without a usable hint, or the next node when the assigned one was
+ * silent) with "follower": true, so that searches keep answering while a
+ * group fails over (follower_read says so). Those still missing are listed
+ * in `missing`. */
 typedef struct mg_client_survey {
     /* in */
     const uint8_t *fields;
@@ -110,6 +115,8 @@ typedef struct mg_client_survey {
     uint64_t *missing;          /* malloc'd, n_missing groups nobody answered for */
     size_t n_missing;
     char missing_why[160];      /* the last reason heard for a missing group */
+    bool follower_read;         /* some group was answered by a replica that may not
+                                 * lead it (may miss the latest writes) */
 } mg_client_survey;
 
 /* MG_OK when the survey ran (check n_missing); MG_ENOMEM, MG_ESHUTDOWN,

@@ -48,6 +48,46 @@ static int read_ready_line(int fd, char *line, size_t cap, unsigned timeout_ms)
     return -1;
 }
 
+const char *harness_memgrid_bin(void)
+{
+    return MG_MEMGRID_BIN;
+}
+
+int harness_spawn(const char *const *argv, char *line, size_t cap, unsigned timeout_ms,
+                  pid_t *pid_out)
+{
+    *pid_out = 0;
+    int pipefd[2];
+    if (pipe(pipefd) != 0) {
+        perror("pipe");
+        return -1;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(pipefd[1], STDOUT_FILENO);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        setenv("MEMGRID_LOG", getenv("MEMGRID_LOG") ? getenv("MEMGRID_LOG") : "warn", 1);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    *pid_out = pid;
+    int rc = read_ready_line(pipefd[0], line, cap, timeout_ms);
+    close(pipefd[0]);
+    return rc;
+}
+
 int serve_start(serve *s, const char *dir, const char *const *extra_args)
 {
     if (dir == NULL) {
@@ -62,11 +102,6 @@ int serve_start(serve *s, const char *dir, const char *const *extra_args)
         snprintf(s->dir, sizeof s->dir, "%s", dir);
     }
     s->pid = 0;
-    int pipefd[2];
-    if (pipe(pipefd) != 0) {
-        perror("pipe");
-        return -1;
-    }
     const char *argv[32];
     int argc = 0;
     argv[argc++] = MG_MEMGRID_BIN;
@@ -79,29 +114,8 @@ int serve_start(serve *s, const char *dir, const char *const *extra_args)
         argv[argc++] = extra_args[i];
     argv[argc] = NULL;
     double t0 = now_ms();
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        dup2(pipefd[1], STDOUT_FILENO);
-        close(pipefd[0]);
-        close(pipefd[1]);
-        setenv("MEMGRID_LOG", getenv("MEMGRID_LOG") ? getenv("MEMGRID_LOG") : "warn", 1);
-        execv(MG_MEMGRID_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    s->pid = pid;
     char line[256];
-    int rc = read_ready_line(pipefd[0], line, sizeof line, 15000);
-    close(pipefd[0]);
-    if (rc != 0) {
+    if (harness_spawn(argv, line, sizeof line, 15000, &s->pid) != 0) {
         fprintf(stderr, "serve_start: no ready line from memgrid serve\n");
         serve_stop(s, SIGKILL, 1000);
         return -1;

@@ -32,6 +32,17 @@ typedef struct serve {
  * Returns 0, or -1 with a message on stderr. */
 int serve_start(serve *s, const char *dir, const char *const *extra_args);
 
+/* Forks and execs argv (argv[0] a path), the child's stdout a pipe read
+ * here up to its first line (its ready line, into line without the newline)
+ * within timeout_ms. The child gets PR_SET_PDEATHSIG = SIGKILL and
+ * MEMGRID_LOG=warn unless set. *pid is set as soon as the child exists (so
+ * the caller can kill it on failure). Returns 0, or -1 when no line came. */
+int harness_spawn(const char *const *argv, char *line, size_t cap, unsigned timeout_ms,
+                  pid_t *pid);
+
+/* The memgrid binary the tests run. */
+const char *harness_memgrid_bin(void);
+
 /* Sends `sig` and waits for the exit (at most timeout_ms, then SIGKILL).
  * Returns the exit status (WEXITSTATUS) or 128 + signal. */
 int serve_stop(serve *s, int sig, unsigned timeout_ms);

@@ -1,0 +1,294 @@
+/*
+ * memgrid router: the MemOS-compatible HTTP API in front of a cluster with
+ * a static topology (cmd/topology.h, docs/OPERATIONS.md). It dials every
+ * node of the topology and places cubes with the even split of the 4096
+ * slots over the data groups; leader hints (raft ids, which are node ids)
+ * move its guesses. It keeps no data: run as many as you like.
+ */
+#include "memgrid.h"
+#include "topology.h"
+
+#include "../lib/log.h"
+#include "../router/embed.h"
+#include "../router/llm.h"
+#include "../router/router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void router_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: memgrid router --config FILE [--listen HOST:PORT] [options]\n\n"
+            "Runs a stateless API front end for a memgrid cluster: the MemOS-compatible\n"
+            "HTTP API, placing each cube on its shard group and sending writes to the\n"
+            "group's leader and searches to the nodes. Any number of routers may front one\n"
+            "cluster. SIGINT/SIGTERM stop it after the requests in flight.\n\n"
+            "options (each also read from the environment variable shown):\n"
+            "  --config FILE          the cluster topology, JSON (MEMGRID_CONFIG; required);\n"
+            "                         the format is in docs/OPERATIONS.md\n"
+            "  --listen HOST:PORT     HTTP address (MEMGRID_LISTEN; default 127.0.0.1:8000);\n"
+            "                         port 0 picks a free port (printed when ready)\n"
+            "  --log LEVEL            debug|info|warn|error|off (MEMGRID_LOG; default info)\n"
+            "  --workers N            requests waiting on the cluster at once\n"
+            "                         (MEMGRID_WORKERS; default 64)\n"
+            "  --http-threads N       HTTP threads (MEMGRID_HTTP_THREADS; default 2)\n"
+            "  --call-timeout-ms N    a write or read, retries included\n"
+            "                         (MEMGRID_CALL_TIMEOUT_MS; default 5000)\n"
+            "  --survey-timeout-ms N  one search survey round; a group not answered is\n"
+            "                         asked once more on another replica\n"
+            "                         (MEMGRID_SURVEY_TIMEOUT_MS; default 2000)\n"
+            "  -h, --help             this help\n\n"
+            "The embedder and chat model come from the environment, as for `memgrid serve`\n"
+            "(MEMGRID_EMBEDDER, MEMGRID_EMBED_URL, MEMGRID_EMBED_MODEL, MEMGRID_EMBED_DIM,\n"
+            "MEMGRID_CHAT_URL, ...; docs/EMBEDDERS.md). Every router of a cluster must use\n"
+            "the same embedder.\n\n"
+            "When ready it prints one line:\n"
+            "  memgrid router: listening on http://127.0.0.1:8000 (3 nodes, 3 data groups)\n\n"
+            "exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage error\n");
+}
+
+typedef struct router_opts {
+    const char *config;
+    const char *log;
+    char host[64];
+    unsigned port;
+    unsigned workers, http_threads, call_timeout_ms, survey_timeout_ms;
+} router_opts;
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int parse_listen(const char *s, router_opts *o)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof o->host)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    if (hl == 0 || (hl == 9 && strncmp(s, "localhost", 9) == 0))
+        snprintf(o->host, sizeof o->host, "127.0.0.1");
+    else
+        snprintf(o->host, sizeof o->host, "%.*s", (int)hl, s);
+    struct in_addr a;
+    if (inet_pton(AF_INET, o->host, &a) != 1)
+        return -1;
+    return parse_uint(colon + 1, 0, 65535, &o->port);
+}
+
+/* One option: its flag, environment variable and how to set it. */
+typedef struct router_flag {
+    const char *flag;
+    const char *env;
+    int (*set)(router_opts *o, const char *v);
+} router_flag;
+
+static int set_config(router_opts *o, const char *v)
+{
+    o->config = v;
+    return *v ? 0 : -1;
+}
+static int set_listen(router_opts *o, const char *v)
+{
+    return parse_listen(v, o);
+}
+static int set_log(router_opts *o, const char *v)
+{
+    o->log = v;
+    return mg_log_parse_level(v) < 0 ? -1 : 0;
+}
+static int set_workers(router_opts *o, const char *v)
+{
+    return parse_uint(v, 1, 4096, &o->workers);
+}
+static int set_http_threads(router_opts *o, const char *v)
+{
+    return parse_uint(v, 1, 256, &o->http_threads);
+}
+static int set_call_timeout(router_opts *o, const char *v)
+{
+    return parse_uint(v, 10, 600000, &o->call_timeout_ms);
+}
+static int set_survey_timeout(router_opts *o, const char *v)
+{
+    return parse_uint(v, 10, 600000, &o->survey_timeout_ms);
+}
+
+static const router_flag router_flags[] = {
+    {"--config", "MEMGRID_CONFIG", set_config},
+    {"--listen", "MEMGRID_LISTEN", set_listen},
+    {"--log", NULL, set_log}, /* MEMGRID_LOG is read by lib/log itself */
+    {"--workers", "MEMGRID_WORKERS", set_workers},
+    {"--http-threads", "MEMGRID_HTTP_THREADS", set_http_threads},
+    {"--call-timeout-ms", "MEMGRID_CALL_TIMEOUT_MS", set_call_timeout},
+    {"--survey-timeout-ms", "MEMGRID_SURVEY_TIMEOUT_MS", set_survey_timeout},
+};
+#define N_ROUTER_FLAGS (sizeof router_flags / sizeof router_flags[0])
+
+/* 0 ok, 1 help printed, -1 usage error (printed). */
+static int router_parse(int argc, char **argv, router_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->host, sizeof o->host, "127.0.0.1");
+    o->port = 8000;
+    for (size_t f = 0; f < N_ROUTER_FLAGS; f++) {
+        const char *v = router_flags[f].env ? getenv(router_flags[f].env) : NULL;
+        if (v != NULL && *v && router_flags[f].set(o, v) != 0) {
+            fprintf(stderr, "memgrid router: bad value %s=\"%s\" (see memgrid router --help)\n",
+                    router_flags[f].env, v);
+            return -1;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            router_usage(stdout);
+            return 1;
+        }
+        char flag[32];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        if (strncmp(a, "--", 2) == 0 && eq != NULL && (size_t)(eq - a) < sizeof flag) {
+            snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
+            a = flag;
+            val = eq + 1;
+        }
+        const router_flag *rf = NULL;
+        for (size_t f = 0; f < N_ROUTER_FLAGS; f++)
+            if (strcmp(a, router_flags[f].flag) == 0)
+                rf = &router_flags[f];
+        if (rf == NULL) {
+            fprintf(stderr, "memgrid router: unknown option \"%s\" (see memgrid router --help)\n",
+                    argv[i]);
+            return -1;
+        }
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "memgrid router: %s needs a value\n", a);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (rf->set(o, val) != 0) {
+            fprintf(stderr, "memgrid router: bad value \"%s\" for %s (see memgrid router "
+                            "--help)\n",
+                    val, a);
+            return -1;
+        }
+    }
+    if (o->config == NULL) {
+        fprintf(stderr, "memgrid router: --config is required (see memgrid router --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+int mg_cmd_router(int argc, char **argv)
+{
+    router_opts o;
+    int pr = router_parse(argc, argv, &o);
+    if (pr != 0)
+        return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
+    if (o.log != NULL)
+        mg_log_set_level(mg_log_parse_level(o.log));
+
+    static mg_topology topo;
+    mg_error err;
+    int rc = mg_topology_load(o.config, &topo, &err);
+    if (rc != MG_OK) {
+        fprintf(stderr, "memgrid router: %s\n", err.msg);
+        return rc == MG_EIO ? MG_EXIT_FAILURE : MG_EXIT_USAGE;
+    }
+
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mg_embedder_config ec;
+    mg_llm_config lc;
+    if (mg_embedder_config_from_env(&ec, &err) != MG_OK ||
+        mg_llm_config_from_env(&lc, &err) != MG_OK) {
+        fprintf(stderr, "memgrid router: %s\n", err.msg);
+        return MG_EXIT_USAGE;
+    }
+    mg_embedder *emb = NULL;
+    mg_llm *llm = NULL;
+    mg_router *router = NULL;
+    int code = MG_EXIT_FAILURE;
+    if (mg_embedder_open(&ec, &emb, &err) != MG_OK) {
+        fprintf(stderr, "memgrid router: embedder: %s\n", err.msg);
+        return MG_EXIT_FAILURE;
+    }
+    if (lc.url[0] != '\0' && mg_llm_open(&lc, &llm, &err) != MG_OK) {
+        fprintf(stderr, "memgrid router: chat model: %s\n", err.msg);
+        goto done;
+    }
+
+    static mg_router_node nodes[MG_TOPO_NODES_MAX];
+    for (size_t i = 0; i < topo.n_nodes; i++)
+        nodes[i] = (mg_router_node){.node_id = topo.nodes[i].id,
+                                    .rpc_url = topo.nodes[i].rpc,
+                                    .survey_url = topo.nodes[i].survey};
+    /* First guess for a group's leader: its first replica (hints correct it). */
+    static uint64_t group_nodes[MG_TOPO_GROUPS_MAX];
+    for (size_t i = 0; i < topo.n_groups; i++)
+        group_nodes[topo.groups[i].id] = topo.groups[i].replicas[0];
+
+    mg_router_config rc_;
+    mg_router_config_default(&rc_);
+    rc_.listen_host = o.host;
+    rc_.listen_port = (uint16_t)o.port;
+    rc_.nodes = nodes;
+    rc_.n_nodes = topo.n_nodes;
+    rc_.n_data_groups = topo.n_data_groups;
+    rc_.group_nodes = group_nodes;
+    rc_.n_group_nodes = topo.n_groups;
+    rc_.embedder = emb;
+    rc_.llm = llm;
+    rc_.version = MEMGRID_VERSION;
+    if (o.workers)
+        rc_.workers = o.workers;
+    if (o.http_threads)
+        rc_.http_threads = o.http_threads;
+    if (o.call_timeout_ms)
+        rc_.call_timeout_ms = o.call_timeout_ms;
+    if (o.survey_timeout_ms)
+        rc_.survey_timeout_ms = o.survey_timeout_ms;
+    if (mg_router_start(&rc_, &router, &err) != MG_OK) {
+        router = NULL;
+        fprintf(stderr, "memgrid router: %s\n", err.msg);
+        goto done;
+    }
+    printf("memgrid router: listening on http://%s:%u (%zu nodes, %u data groups)\n", o.host,
+           (unsigned)mg_router_port(router), topo.n_nodes, topo.n_data_groups);
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&stop_set, &sig) != 0)
+        ;
+    mg_info("router.stop", "signal=%d", sig);
+    code = MG_EXIT_OK;
+done:
+    mg_router_stop(router);
+    mg_llm_close(llm);
+    mg_embedder_close(emb);
+    if (code == MG_EXIT_OK)
+        fprintf(stderr, "memgrid router: stopped\n");
+    return code;
+}
