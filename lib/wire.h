@@ -40,7 +40,15 @@
  *                                               "vec": bin f32|nil (only when the request
  *                                               had "vecs": true; as the index holds it,
  *                                               i.e. L2-normalized)}, ...] best first}
- *   STATUS     {}                            → node status map (groups, leaders, applied)
+ *   STATUS     {"digest": bool (optional)}   → {"node": uint, "groups": [{"group": uint,
+ *                                               "replica": uint, "state": str, "leader_id":
+ *                                               uint, "leader": str, "term": uint, "commit":
+ *                                               uint, "applied": uint (last applied index),
+ *                                               "read_ready": bool, "digest": uint|nil (only
+ *                                               with "digest": true: mg_store_digest of the
+ *                                               replica's store, nil when unreadable)}, ...]}
+ *                                              (the digest walks the whole store; equal
+ *                                               digests at equal "applied" = equal replicas)
  *   STATS      {}                            → {"node": uint, "hist": <the node's metrics
  *                                               registry, lib/metrics.h mg_metrics_pack>,
  *                                               "gauges": {"groups": int, "leaders": int,

@@ -27,7 +27,11 @@
  *
  * STATUS answers {"node": uint, "groups": [{"group", "replica", "state":
  * "leader"|"follower"|"candidate"|"unavailable", "leader_id", "leader",
- * "term", "commit", "applied", "read_ready": bool}, ...]}.
+ * "term", "commit", "applied", "read_ready": bool}, ...]}. With a body
+ * {"digest": true} each group also carries "digest": uint (mg_store_digest
+ * of the replica's store, taken on the worker pool after the other fields,
+ * so under writes it may cover entries past "applied"; nil when the store
+ * cannot be read). It walks every hosted store: for tests and operators.
  *
  * STATS answers {"node": uint, "hist": <the node's metrics registry,
  * mg_metrics_pack>, "gauges": {"groups", "leaders", "memories", "cubes"}}

@@ -17,6 +17,9 @@ typedef struct slot {
     nng_ctx ctx;
     nng_aio *aio;
     struct slot *next;
+    /* On its node's in-flight list while a request waits on it (req sockets
+     * only; node_conn.lock). */
+    struct slot *iprev, *inext;
 } slot;
 
 typedef struct slot_pool {
@@ -26,9 +29,21 @@ typedef struct slot_pool {
     bool closed;
 } slot_pool;
 
+/* A node's req socket. nng keeps a request whose connection dropped pending
+ * until it can re-send it on a new one (so until the call's deadline when
+ * the node died): a pipe-removal notification cancels the requests in flight
+ * on the socket instead, and mg_client_run retries them elsewhere at once.
+ * "lost" (a connection dropped and none is up again) marks the node as down:
+ * leader guesses skip it rather than wait SEND_WAIT_MS for a connection. */
 typedef struct node_conn {
     uint64_t id;
     slot_pool req;
+    pthread_mutex_t lock;        /* inflight */
+    slot *inflight;
+    _Atomic uint64_t drops;      /* connections lost so far */
+    _Atomic int pipes;           /* connections up */
+    _Atomic bool lost;
+    bool lock_init;
 } node_conn;
 
 /* nng's surveyor queues at most 8 surveys per pipe that are waiting to go
@@ -181,16 +196,86 @@ static int leader_of(mg_client *c, uint64_t group)
     return i >= 0 && (size_t)i < c->n_nodes ? i : 0;
 }
 
-/* Moves the guess for `group` to the hinted node, or to the next node when
- * the hint names none we know. */
-static void leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int tried)
+/* The connection to node i dropped and none is up again. */
+static bool node_down(mg_client *c, int i)
+{
+    node_conn *n = &c->nodes[i];
+    return atomic_load(&n->lost) && atomic_load(&n->pipes) == 0;
+}
+
+/* Moves the guess for `group` to the hinted node, or to the next node that
+ * is not down when the hint names none we know or a node that is down (a
+ * follower names the old leader until it notices it is gone). false when
+ * the hint was not used. */
+static bool leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int tried)
 {
     if (group >= MG_ROUTER_GROUPS_MAX)
-        return;
+        return false;
     int i = hint_id ? node_index(c, hint_id) : -1;
-    if (i < 0)
+    bool used = i >= 0 && !node_down(c, i);
+    if (!used) {
         i = (int)(((size_t)tried + 1) % c->n_nodes);
+        for (size_t k = 1; k <= c->n_nodes; k++) {
+            int j = (int)(((size_t)tried + k) % c->n_nodes);
+            if (!node_down(c, j)) {
+                i = j;
+                break;
+            }
+        }
+    }
     atomic_store_explicit(&c->leader[group], i, memory_order_relaxed);
+    return used;
+}
+
+/* ---- connection drops (nng pipe notifications) --------------------------- */
+
+static void inflight_add(node_conn *n, slot *s)
+{
+    pthread_mutex_lock(&n->lock);
+    s->iprev = NULL;
+    s->inext = n->inflight;
+    if (n->inflight != NULL)
+        n->inflight->iprev = s;
+    n->inflight = s;
+    pthread_mutex_unlock(&n->lock);
+}
+
+static void inflight_remove(node_conn *n, slot *s)
+{
+    pthread_mutex_lock(&n->lock);
+    if (s->iprev != NULL)
+        s->iprev->inext = s->inext;
+    else
+        n->inflight = s->inext;
+    if (s->inext != NULL)
+        s->inext->iprev = s->iprev;
+    s->iprev = s->inext = NULL;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* nng's thread. The count goes up before the cancels: a caller that posts
+ * its receive after a cancel pass compares the count it saw at send time and
+ * cancels itself (mg_client_run), so no request is left waiting. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    node_conn *n = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&n->pipes, 1);
+        atomic_store(&n->lost, false);
+        return;
+    }
+    if (ev != NNG_PIPE_EV_REM_POST)
+        return;
+    int left = atomic_fetch_sub(&n->pipes, 1) - 1;
+    if (left <= 0)
+        atomic_store(&n->lost, true);
+    atomic_fetch_add(&n->drops, 1);
+    pthread_mutex_lock(&n->lock);
+    for (slot *s = n->inflight; s != NULL; s = s->inext)
+        nng_aio_cancel(s->aio);
+    pthread_mutex_unlock(&n->lock);
+    mg_debug("router.node_dropped", "node=%llu", (unsigned long long)n->id);
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -259,9 +344,24 @@ int mg_client_open(const mg_client_config *cfg, mg_client **out, mg_error *err)
             break;
         }
         c->n_nodes = i + 1;
+        if (pthread_mutex_init(&n->lock, NULL) != 0) {
+            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
+            break;
+        }
+        n->lock_init = true;
+        atomic_init(&n->drops, 0);
+        atomic_init(&n->pipes, 0);
+        atomic_init(&n->lost, false);
         rv = nng_req0_open(&n->req.sock);
         if (rv != 0) {
             rc = mg_error_set(err, MG_EUNAVAIL, "client: req socket: %s", nng_strerror(rv));
+            break;
+        }
+        rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_ADD_POST, pipe_event, n);
+        if (rv == 0)
+            rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_REM_POST, pipe_event, n);
+        if (rv != 0) {
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: pipe notify: %s", nng_strerror(rv));
             break;
         }
         /* We retry ourselves, with the call's deadline. */
@@ -307,8 +407,11 @@ void mg_client_close(mg_client *c)
         pool_destroy(&c->survey[k]);
     pthread_cond_destroy(&c->survey_free);
     pthread_mutex_destroy(&c->survey_lock);
-    for (size_t i = 0; i < c->n_nodes; i++)
+    for (size_t i = 0; i < c->n_nodes; i++) {
         pool_destroy(&c->nodes[i].req);
+        if (c->nodes[i].lock_init)
+            pthread_mutex_destroy(&c->nodes[i].lock);
+    }
     free(c->nodes);
     free(c);
 }
@@ -333,6 +436,7 @@ typedef struct pending {
     int node;
     slot *slot;
     uint64_t rid;
+    uint64_t drops; /* the node's drop count when the request was sent */
     bool sent;
     bool done;
     int tries;
@@ -394,6 +498,10 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                 continue;
             q->sent = false;
             q->node = leader_of(c, q->call->group);
+            if (node_down(c, q->node)) {
+                leader_moved(c, q->call->group, 0, q->node);
+                q->node = leader_of(c, q->call->group);
+            }
             q->tries++;
             int rc = MG_OK;
             q->slot = pool_get(&c->nodes[q->node].req, &rc);
@@ -420,6 +528,8 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
              * has none, so give up on it soon and try the next one. */
             nng_aio_set_timeout(q->slot->aio,
                                 (nng_duration)(remain < SEND_WAIT_MS ? remain : SEND_WAIT_MS));
+            q->drops = atomic_load(&c->nodes[q->node].drops);
+            inflight_add(&c->nodes[q->node], q->slot);
             nng_ctx_send(q->slot->ctx, q->slot->aio);
             q->sent = true;
         }
@@ -428,15 +538,24 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
             pending *q = &p[i];
             if (!q->sent)
                 continue;
+            node_conn *nc = &c->nodes[q->node];
             nng_aio_wait(q->slot->aio);
             int rv = nng_aio_result(q->slot->aio);
             if (rv != 0) {
+                inflight_remove(nc, q->slot);
                 nng_msg_free(nng_aio_get_msg(q->slot->aio));
                 q->sent = false;
-                q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv), "send to node %llu: %s",
-                                               (unsigned long long)c->nodes[q->node].id,
-                                               nng_strerror(rv));
-                if (rv == NNG_ETIMEDOUT)
+                bool dropped = rv == NNG_ECONNRESET ||
+                               (rv == NNG_ECANCELED && atomic_load(&nc->drops) != q->drops);
+                if (dropped)
+                    q->call->status = mg_error_set(&q->call->err, MG_EUNAVAIL,
+                                                   "connection to node %llu lost",
+                                                   (unsigned long long)nc->id);
+                else
+                    q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv),
+                                                   "send to node %llu: %s",
+                                                   (unsigned long long)nc->id, nng_strerror(rv));
+                if (rv == NNG_ETIMEDOUT || dropped)
                     leader_moved(c, q->call->group, 0, q->node); /* not connected */
                 continue;
             }
@@ -444,6 +563,9 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
             nng_aio_set_timeout(q->slot->aio,
                                 now < deadline ? (nng_duration)(deadline - now) : 1);
             nng_ctx_recv(q->slot->ctx, q->slot->aio);
+            /* A drop whose cancel pass ran before this receive was posted. */
+            if (atomic_load(&nc->drops) != q->drops)
+                nng_aio_cancel(q->slot->aio);
         }
         bool pause = false;
         for (size_t i = 0; i < n; i++) {
@@ -451,9 +573,21 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
             if (q->done || q->slot == NULL)
                 continue;
             if (q->sent) {
+                node_conn *nc = &c->nodes[q->node];
                 nng_aio_wait(q->slot->aio);
+                inflight_remove(nc, q->slot);
                 int rv = nng_aio_result(q->slot->aio);
-                if (rv != 0) {
+                if (rv == NNG_ECONNRESET ||
+                    (rv == NNG_ECANCELED && atomic_load(&nc->drops) != q->drops)) {
+                    /* The connection dropped with the request in flight (our
+                     * cancel, or nng's own reset where it fails such requests
+                     * instead of keeping them): the node may be dead, try the
+                     * next one now (a re-sent write is safe, see client.h). */
+                    q->call->status = mg_error_set(&q->call->err, MG_EUNAVAIL,
+                                                   "connection to node %llu lost",
+                                                   (unsigned long long)nc->id);
+                    leader_moved(c, q->call->group, 0, q->node);
+                } else if (rv != 0) {
                     q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv),
                                                    "node %llu: %s",
                                                    (unsigned long long)c->nodes[q->node].id,
@@ -484,11 +618,9 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                         if (r.rep.msg_len == 0)
                             mg_error_set(&q->call->err, r.rep.status, "%s",
                                          mg_strerror(r.rep.status));
-                        if (r.rep.status == MG_ENOTLEADER) {
-                            leader_moved(c, q->call->group, r.rep.leader_id, q->node);
-                            if (r.rep.leader_id == 0)
-                                pause = true;
-                        }
+                        if (r.rep.status == MG_ENOTLEADER &&
+                            !leader_moved(c, q->call->group, r.rep.leader_id, q->node))
+                            pause = true; /* no leader known yet, or the named one is down */
                         if (r.rep.status == MG_EUNAVAIL || r.rep.status == MG_EBUSY)
                             pause = true;
                         mg_client_reply_free(&r);
@@ -880,8 +1012,13 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         assign[i] = leader_of(c, s->groups[i]);
+        if (node_down(c, assign[i])) {
+            leader_moved(c, s->groups[i], 0, assign[i]);
+            assign[i] = leader_of(c, s->groups[i]);
+        }
+    }
     survey_round_args a1 = {.want = s->groups, .assign = assign, .n_want = n,
                             .answered = answered, .heard = heard};
     rc = survey_round(c, user, s, &a1, err);

@@ -13,7 +13,13 @@
  * the next node when there is no hint, after a short pause); one that times
  * out at the transport, or is answered EUNAVAIL/EBUSY, is re-sent until the
  * call's deadline; one that finds no connection to its node within 300 ms
- * moves on to the next node (a node that is down has none). Writes are safe to re-send: puts carry their ids (upserts)
+ * moves on to the next node (a node that is down has none). When the
+ * connection to a node drops (nng pipe removal: the node died or closed),
+ * the requests in flight to it are cancelled and re-sent to the next node at
+ * once instead of waiting for the deadline, and until a connection is up
+ * again leader guesses and hints naming that node are passed over, so writes
+ * resume as soon as the group has elected a new leader. Writes are safe to
+ * re-send: puts carry their ids (upserts)
  * and create/delete report EEXIST/ENOTFOUND the second time, which callers
  * accept.
  */
