@@ -10,6 +10,7 @@
  * --help describes the whole tool; they answer "not yet available".
  */
 #include "memgrid.h"
+#include "common.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -96,15 +97,9 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
     if (env != NULL && *env != '\0')
         o->router = env;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
         char flag[16];
-        const char *eq = strchr(a, '=');
-        if (strncmp(a, "--", 2) == 0 && eq != NULL && (size_t)(eq - a) < sizeof flag) {
-            snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-            val = eq + 1;
-            a = flag;
-        }
+        const char *val;
+        const char *a = mg_cmd_split_flag(argv[i], flag, sizeof flag, &val);
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0) {
             ctl_usage(stdout);
             return -1;

@@ -7,19 +7,18 @@
  * the replicas listed; a restart with the same topology reopens them.
  */
 #include "memgrid.h"
+#include "common.h"
 #include "topology.h"
 
 #include "../lib/log.h"
 #include "../node/node.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define NODE_CONTEXTS 256
 
@@ -84,26 +83,16 @@ static int node_parse(int argc, char **argv, node_opts *o)
             return 1;
         }
         char flag[32];
-        const char *val = NULL;
-        const char *eq = strchr(a, '=');
-        if (strncmp(a, "--", 2) == 0 && eq != NULL && (size_t)(eq - a) < sizeof flag) {
-            snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-            a = flag;
-            val = eq + 1;
-        }
+        const char *val;
+        a = mg_cmd_split_flag(a, flag, sizeof flag, &val);
         if (strcmp(a, "--config") != 0 && strcmp(a, "--id") != 0 && strcmp(a, "--data") != 0 &&
             strcmp(a, "--log") != 0) {
             fprintf(stderr, "memgrid node: unknown option \"%s\" (see memgrid node --help)\n",
                     argv[i]);
             return -1;
         }
-        if (val == NULL) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "memgrid node: %s needs a value\n", a);
-                return -1;
-            }
-            val = argv[++i];
-        }
+        if ((val = mg_cmd_flag_value("node", a, val, argc, argv, &i)) == NULL)
+            return -1;
         bool bad = *val == '\0';
         if (strcmp(a, "--config") == 0)
             o->config = val;
@@ -133,16 +122,12 @@ int mg_cmd_node(int argc, char **argv)
     int pr = node_parse(argc, argv, &o);
     if (pr != 0)
         return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
-    if (o.log != NULL)
-        mg_log_set_level(mg_log_parse_level(o.log));
+    mg_cmd_apply_log(o.log);
 
     static mg_topology topo; /* large: not on the stack */
-    mg_error err;
-    int rc = mg_topology_load(o.config, &topo, &err);
-    if (rc != MG_OK) {
-        fprintf(stderr, "memgrid node: %s\n", err.msg);
-        return rc == MG_EIO ? MG_EXIT_FAILURE : MG_EXIT_USAGE;
-    }
+    int rc = mg_cmd_load_topology("node", o.config, &topo);
+    if (rc != MG_EXIT_OK)
+        return rc;
     const mg_topo_node *self = mg_topology_node(&topo, o.id);
     if (self == NULL) {
         fprintf(stderr, "memgrid node: node %llu is not in %s\n", o.id, o.config);
@@ -156,17 +141,10 @@ int mg_cmd_node(int argc, char **argv)
 
     /* Signals are taken by sigwait: block them before any thread starts. */
     sigset_t stop_set;
-    sigemptyset(&stop_set);
-    sigaddset(&stop_set, SIGINT);
-    sigaddset(&stop_set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    mg_cmd_block_stop_signals(&stop_set);
 
-    if (mkdir(o.data, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "memgrid node: cannot create data directory %s: %s\n", o.data,
-                strerror(errno));
+    if (mg_cmd_make_data_dir("node", o.data) != 0)
         return MG_EXIT_FAILURE;
-    }
 
     /* This node's replicas: raft id = node id, peers from the topology. */
     static mg_node_group groups[MG_TOPO_GROUPS_MAX];
@@ -206,18 +184,15 @@ int mg_cmd_node(int argc, char **argv)
                          .rep_contexts = NODE_CONTEXTS,
                          .respondent_contexts = NODE_CONTEXTS};
     mg_node *node = NULL;
+    mg_error err;
     if (mg_node_start(&nc, &node, &err) != MG_OK) {
         fprintf(stderr, "memgrid node: %s\n", err.msg);
         return MG_EXIT_FAILURE;
     }
-    printf("memgrid node: node %llu listening on %s (%zu groups, data %s)\n",
-           (unsigned long long)self->id, self->rpc, n_groups, o.data);
-    fflush(stdout);
+    mg_cmd_ready("memgrid node: node %llu listening on %s (%zu groups, data %s)\n",
+                 (unsigned long long)self->id, self->rpc, n_groups, o.data);
 
-    int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0)
-        ;
-    mg_info("node.stop", "signal=%d", sig);
+    mg_cmd_wait_stop(&stop_set, "node.stop");
     mg_node_stop(node);
     fprintf(stderr, "memgrid node: stopped\n");
     return MG_EXIT_OK;

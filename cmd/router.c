@@ -6,6 +6,7 @@
  * move its guesses. It keeps no data: run as many as you like.
  */
 #include "memgrid.h"
+#include "common.h"
 #include "topology.h"
 
 #include "../lib/log.h"
@@ -13,9 +14,6 @@
 #include "../router/llm.h"
 #include "../router/router.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -62,33 +60,6 @@ typedef struct router_opts {
     unsigned workers, http_threads, call_timeout_ms, survey_timeout_ms;
 } router_opts;
 
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
-static int parse_listen(const char *s, router_opts *o)
-{
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || (size_t)(colon - s) >= sizeof o->host)
-        return -1;
-    size_t hl = (size_t)(colon - s);
-    if (hl == 0 || (hl == 9 && strncmp(s, "localhost", 9) == 0))
-        snprintf(o->host, sizeof o->host, "127.0.0.1");
-    else
-        snprintf(o->host, sizeof o->host, "%.*s", (int)hl, s);
-    struct in_addr a;
-    if (inet_pton(AF_INET, o->host, &a) != 1)
-        return -1;
-    return parse_uint(colon + 1, 0, 65535, &o->port);
-}
-
 /* One option: its flag, environment variable and how to set it. */
 typedef struct router_flag {
     const char *flag;
@@ -103,7 +74,7 @@ static int set_config(router_opts *o, const char *v)
 }
 static int set_listen(router_opts *o, const char *v)
 {
-    return parse_listen(v, o);
+    return mg_cmd_parse_listen(v, o->host, sizeof o->host, &o->port);
 }
 static int set_log(router_opts *o, const char *v)
 {
@@ -112,19 +83,19 @@ static int set_log(router_opts *o, const char *v)
 }
 static int set_workers(router_opts *o, const char *v)
 {
-    return parse_uint(v, 1, 4096, &o->workers);
+    return mg_cmd_parse_uint(v, 1, 4096, &o->workers);
 }
 static int set_http_threads(router_opts *o, const char *v)
 {
-    return parse_uint(v, 1, 256, &o->http_threads);
+    return mg_cmd_parse_uint(v, 1, 256, &o->http_threads);
 }
 static int set_call_timeout(router_opts *o, const char *v)
 {
-    return parse_uint(v, 10, 600000, &o->call_timeout_ms);
+    return mg_cmd_parse_uint(v, 10, 600000, &o->call_timeout_ms);
 }
 static int set_survey_timeout(router_opts *o, const char *v)
 {
-    return parse_uint(v, 10, 600000, &o->survey_timeout_ms);
+    return mg_cmd_parse_uint(v, 10, 600000, &o->survey_timeout_ms);
 }
 
 static const router_flag router_flags[] = {
@@ -159,13 +130,8 @@ static int router_parse(int argc, char **argv, router_opts *o)
             return 1;
         }
         char flag[32];
-        const char *val = NULL;
-        const char *eq = strchr(a, '=');
-        if (strncmp(a, "--", 2) == 0 && eq != NULL && (size_t)(eq - a) < sizeof flag) {
-            snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-            a = flag;
-            val = eq + 1;
-        }
+        const char *val;
+        a = mg_cmd_split_flag(a, flag, sizeof flag, &val);
         const router_flag *rf = NULL;
         for (size_t f = 0; f < N_ROUTER_FLAGS; f++)
             if (strcmp(a, router_flags[f].flag) == 0)
@@ -175,13 +141,8 @@ static int router_parse(int argc, char **argv, router_opts *o)
                     argv[i]);
             return -1;
         }
-        if (val == NULL) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "memgrid router: %s needs a value\n", a);
-                return -1;
-            }
-            val = argv[++i];
-        }
+        if ((val = mg_cmd_flag_value("router", a, val, argc, argv, &i)) == NULL)
+            return -1;
         if (rf->set(o, val) != 0) {
             fprintf(stderr, "memgrid router: bad value \"%s\" for %s (see memgrid router "
                             "--help)\n",
@@ -202,43 +163,27 @@ int mg_cmd_router(int argc, char **argv)
     int pr = router_parse(argc, argv, &o);
     if (pr != 0)
         return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
-    if (o.log != NULL)
-        mg_log_set_level(mg_log_parse_level(o.log));
+    mg_cmd_apply_log(o.log);
 
     static mg_topology topo;
-    mg_error err;
-    int rc = mg_topology_load(o.config, &topo, &err);
-    if (rc != MG_OK) {
-        fprintf(stderr, "memgrid router: %s\n", err.msg);
-        return rc == MG_EIO ? MG_EXIT_FAILURE : MG_EXIT_USAGE;
-    }
+    int rc = mg_cmd_load_topology("router", o.config, &topo);
+    if (rc != MG_EXIT_OK)
+        return rc;
 
     sigset_t stop_set;
-    sigemptyset(&stop_set);
-    sigaddset(&stop_set, SIGINT);
-    sigaddset(&stop_set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    mg_cmd_block_stop_signals(&stop_set);
 
     mg_embedder_config ec;
     mg_llm_config lc;
-    if (mg_embedder_config_from_env(&ec, &err) != MG_OK ||
-        mg_llm_config_from_env(&lc, &err) != MG_OK) {
-        fprintf(stderr, "memgrid router: %s\n", err.msg);
+    if (mg_cmd_models_from_env("router", &ec, &lc) != MG_EXIT_OK)
         return MG_EXIT_USAGE;
-    }
-    mg_embedder *emb = NULL;
-    mg_llm *llm = NULL;
+    mg_embedder *emb;
+    mg_llm *llm;
+    if (mg_cmd_models_open("router", &ec, &lc, &emb, &llm) != MG_EXIT_OK)
+        return MG_EXIT_FAILURE;
+    mg_error err;
     mg_router *router = NULL;
     int code = MG_EXIT_FAILURE;
-    if (mg_embedder_open(&ec, &emb, &err) != MG_OK) {
-        fprintf(stderr, "memgrid router: embedder: %s\n", err.msg);
-        return MG_EXIT_FAILURE;
-    }
-    if (lc.url[0] != '\0' && mg_llm_open(&lc, &llm, &err) != MG_OK) {
-        fprintf(stderr, "memgrid router: chat model: %s\n", err.msg);
-        goto done;
-    }
 
     static mg_router_node nodes[MG_TOPO_NODES_MAX];
     for (size_t i = 0; i < topo.n_nodes; i++)
@@ -275,14 +220,10 @@ int mg_cmd_router(int argc, char **argv)
         fprintf(stderr, "memgrid router: %s\n", err.msg);
         goto done;
     }
-    printf("memgrid router: listening on http://%s:%u (%zu nodes, %u data groups)\n", o.host,
-           (unsigned)mg_router_port(router), topo.n_nodes, topo.n_data_groups);
-    fflush(stdout);
+    mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu nodes, %u data groups)\n",
+                 o.host, (unsigned)mg_router_port(router), topo.n_nodes, topo.n_data_groups);
 
-    int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0)
-        ;
-    mg_info("router.stop", "signal=%d", sig);
+    mg_cmd_wait_stop(&stop_set, "router.stop");
     code = MG_EXIT_OK;
 done:
     mg_router_stop(router);

@@ -13,6 +13,7 @@
  * its own address).
  */
 #include "memgrid.h"
+#include "common.h"
 
 #include "../lib/error.h"
 #include "../lib/log.h"
@@ -32,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define SERVE_GROUPS 5          /* 0 = meta, 1..4 = data */
@@ -91,35 +91,6 @@ static void serve_usage(FILE *out)
             "  memgrid serve: listening on http://127.0.0.1:8000 (data ./memgrid-data)\n\n"
             "exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage error\n",
             SERVE_DATA_GROUPS, MG_EMBED_HASH_DIM_DEFAULT);
-}
-
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
-static int parse_listen(const char *s, serve_opts *o)
-{
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL)
-        return -1;
-    size_t hl = (size_t)(colon - s);
-    if (hl >= sizeof o->host)
-        return -1;
-    if (hl == 0 || (hl == 9 && strncmp(s, "localhost", 9) == 0))
-        snprintf(o->host, sizeof o->host, "127.0.0.1");
-    else
-        snprintf(o->host, sizeof o->host, "%.*s", (int)hl, s);
-    struct in_addr a;
-    if (inet_pton(AF_INET, o->host, &a) != 1)
-        return -1;
-    return parse_uint(colon + 1, 0, 65535, &o->port);
 }
 
 /* A loopback TCP port that can be bound right now (0 on failure); `want`
@@ -186,7 +157,7 @@ static int env_uint(const char *name, unsigned min, unsigned max, unsigned *out)
     const char *v = getenv(name);
     if (v == NULL || *v == '\0')
         return 0;
-    if (parse_uint(v, min, max, out) != 0) {
+    if (mg_cmd_parse_uint(v, min, max, out) != 0) {
         fprintf(stderr, "memgrid serve: %s=\"%s\" is not a number in %u..%u\n", name, v, min,
                 max);
         return -1;
@@ -203,7 +174,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     const char *v;
     if ((v = getenv("MEMGRID_DATA")) != NULL && *v)
         o->data = v;
-    if ((v = getenv("MEMGRID_LISTEN")) != NULL && *v && parse_listen(v, o) != 0) {
+    if ((v = getenv("MEMGRID_LISTEN")) != NULL && *v &&
+        mg_cmd_parse_listen(v, o->host, sizeof o->host, &o->port) != 0) {
         fprintf(stderr, "memgrid serve: MEMGRID_LISTEN=\"%s\" is not HOST:PORT\n", v);
         return -1;
     }
@@ -211,15 +183,9 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         env_uint("MEMGRID_HTTP_THREADS", 1, 256, &o->http_threads))
         return -1;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        const char *eq = strchr(a, '=');
         char flag[32];
-        if (strncmp(a, "--", 2) == 0 && eq != NULL && (size_t)(eq - a) < sizeof flag) {
-            snprintf(flag, sizeof flag, "%.*s", (int)(eq - a), a);
-            a = flag;
-            val = eq + 1;
-        }
+        const char *val;
+        const char *a = mg_cmd_split_flag(argv[i], flag, sizeof flag, &val);
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             serve_usage(stdout);
             return 1;
@@ -235,24 +201,19 @@ static int parse_args(int argc, char **argv, serve_opts *o)
                     argv[i]);
             return -1;
         }
-        if (val == NULL) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "memgrid serve: %s needs a value\n", a);
-                return -1;
-            }
-            val = argv[++i];
-        }
+        if ((val = mg_cmd_flag_value("serve", a, val, argc, argv, &i)) == NULL)
+            return -1;
         int bad = 0;
         if (strcmp(a, "--data") == 0)
             bad = *val == '\0';
         if (strcmp(a, "--data") == 0)
             o->data = val;
         else if (strcmp(a, "--listen") == 0)
-            bad = parse_listen(val, o);
+            bad = mg_cmd_parse_listen(val, o->host, sizeof o->host, &o->port);
         else if (strcmp(a, "--log") == 0)
             bad = mg_log_parse_level(val) < 0, o->log = val;
         else if (strcmp(a, "--embed-dim") == 0)
-            bad = parse_uint(val, 1, MG_DIM_MAX, &o->embed_dim);
+            bad = mg_cmd_parse_uint(val, 1, MG_DIM_MAX, &o->embed_dim);
         else if (strcmp(a, "--embedder") == 0)
             o->embedder = val;
         else if (strcmp(a, "--embed-url") == 0)
@@ -264,9 +225,9 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         else if (strcmp(a, "--chat-model") == 0)
             o->chat_model = val;
         else if (strcmp(a, "--workers") == 0)
-            bad = parse_uint(val, 1, 4096, &o->workers);
+            bad = mg_cmd_parse_uint(val, 1, 4096, &o->workers);
         else
-            bad = parse_uint(val, 1, 256, &o->http_threads);
+            bad = mg_cmd_parse_uint(val, 1, 256, &o->http_threads);
         if (bad) {
             fprintf(stderr, "memgrid serve: bad value \"%s\" for %s (see memgrid serve --help)\n",
                     val, a);
@@ -282,8 +243,7 @@ int mg_cmd_serve(int argc, char **argv)
     int pr = parse_args(argc, argv, &o);
     if (pr != 0)
         return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
-    if (o.log != NULL)
-        mg_log_set_level(mg_log_parse_level(o.log));
+    mg_cmd_apply_log(o.log);
 
     /* A search with MMR moves ~150 KB messages (50+ records with their
      * vectors) between threads. With glibc's defaults each such buffer was
@@ -297,21 +257,13 @@ int mg_cmd_serve(int argc, char **argv)
     /* Signals are taken by sigwait below: block them before any thread
      * starts so that every thread inherits the mask. */
     sigset_t stop_set;
-    sigemptyset(&stop_set);
-    sigaddset(&stop_set, SIGINT);
-    sigaddset(&stop_set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    mg_cmd_block_stop_signals(&stop_set);
 
     /* Embedder and chat model: environment first, flags over it. */
-    mg_error err;
     mg_embedder_config ec;
     mg_llm_config lc;
-    if (mg_embedder_config_from_env(&ec, &err) != MG_OK ||
-        mg_llm_config_from_env(&lc, &err) != MG_OK) {
-        fprintf(stderr, "memgrid serve: %s\n", err.msg);
+    if (mg_cmd_models_from_env("serve", &ec, &lc) != MG_EXIT_OK)
         return MG_EXIT_USAGE;
-    }
     if (o.embedder != NULL) {
         int kind = -1;
         for (int k = MG_EMBEDDER_HASH; k <= MG_EMBEDDER_OLLAMA; k++)
@@ -340,26 +292,17 @@ int mg_cmd_serve(int argc, char **argv)
         snprintf(lc.url, sizeof lc.url, "%s", o.chat_url);
     if (o.chat_model)
         snprintf(lc.model, sizeof lc.model, "%s", o.chat_model);
-    mg_embedder *emb = NULL;
-    mg_llm *llm = NULL;
-    if (mg_embedder_open(&ec, &emb, &err) != MG_OK) {
-        fprintf(stderr, "memgrid serve: embedder: %s\n", err.msg);
+    mg_embedder *emb;
+    mg_llm *llm;
+    if (mg_cmd_models_open("serve", &ec, &lc, &emb, &llm) != MG_EXIT_OK)
         return MG_EXIT_FAILURE;
-    }
-    if (lc.url[0] != '\0' && mg_llm_open(&lc, &llm, &err) != MG_OK) {
-        fprintf(stderr, "memgrid serve: chat model: %s\n", err.msg);
-        mg_embedder_close(emb);
-        return MG_EXIT_FAILURE;
-    }
+    mg_error err;
     int code = MG_EXIT_FAILURE;
     mg_node *node = NULL;
     mg_router *router = NULL;
 
-    if (mkdir(o.data, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "memgrid serve: cannot create data directory %s: %s\n", o.data,
-                strerror(errno));
+    if (mg_cmd_make_data_dir("serve", o.data) != 0)
         goto done;
-    }
     unsigned ports[SERVE_GROUPS];
     if (raft_ports(o.data, ports, &err) != MG_OK) {
         fprintf(stderr, "memgrid serve: %s\n", err.msg);
@@ -423,14 +366,10 @@ int mg_cmd_serve(int argc, char **argv)
         fprintf(stderr, "memgrid serve: %s\n", err.msg);
         goto done;
     }
-    printf("memgrid serve: listening on http://%s:%u (data %s)\n", o.host,
-           (unsigned)mg_router_port(router), o.data);
-    fflush(stdout);
+    mg_cmd_ready("memgrid serve: listening on http://%s:%u (data %s)\n", o.host,
+                 (unsigned)mg_router_port(router), o.data);
 
-    int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0)
-        ;
-    mg_info("serve.stop", "signal=%d", sig);
+    mg_cmd_wait_stop(&stop_set, "serve.stop");
     code = MG_EXIT_OK;
 done:
     mg_router_stop(router);

@@ -1,5 +1,6 @@
 #include "jsonw.h"
 
+#include "../lib/jsonesc.h"
 #include "../lib/uuid.h"
 
 #include <inttypes.h>
@@ -67,56 +68,11 @@ void jw_lit(jw *w, const char *s)
 
 void jw_str(jw *w, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    /* Worst case: every byte becomes \u00XX. */
-    if (!reserve(w, n * 6 + 2))
+    if (!reserve(w, MG_JSONESC_MAX(n) + 2))
         return;
     char *o = w->buf + w->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            *o++ = '\\';
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            *o++ = '\\';
-            break;
-        case '\n':
-            *o++ = '\\';
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = '\\';
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = '\\';
-            *o++ = 't';
-            break;
-        case '\b':
-            *o++ = '\\';
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = '\\';
-            *o++ = 'f';
-            break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                *o++ = '\\';
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 15];
-            } else {
-                *o++ = (char)c;
-            }
-        }
-    }
+    o += mg_json_escape(o, s, n, MG_JSONESC_SHORT_BF | MG_JSONESC_DEL);
     *o++ = '"';
     *o = '\0';
     w->len = (size_t)(o - w->buf);
