@@ -709,3 +709,29 @@ int mg_store_stat(mg_store *s, size_t *used, size_t *map_size, mg_error *err)
         *map_size = info.me_mapsize;
     return MG_OK;
 }
+
+/* ---- syncing and removing a store --------------------------------------- */
+
+int mg_store_sync(mg_store *s, mg_error *err)
+{
+    pthread_rwlock_rdlock(&s->env_lock); /* install swaps the environment */
+    int rc = store_env_lost(s, err);
+    if (rc == MG_OK && (rc = mdb_env_sync(s->env, 1)) != 0)
+        rc = store_lmdb_error(err, rc, "syncing", s->data_path);
+    pthread_rwlock_unlock(&s->env_lock);
+    return rc;
+}
+
+int mg_store_remove(const char *dir, mg_error *err)
+{
+    static const char *const names[] = {STORE_DATA_FILE, "lock.mdb", STORE_INSTALL_FILE,
+                                        STORE_DATA_FILE ".bak"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
+            return mg_error_set(err, MG_EINVAL, "store path too long: %s", dir);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return mg_error_set(err, MG_EIO, "unlink %s: %s", path, strerror(errno));
+    }
+    return MG_OK;
+}

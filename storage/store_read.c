@@ -8,25 +8,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Decoders of the records kept under a string key (cubes, users). */
+typedef int (*record_decode_fn)(const void *buf, size_t len, void *out, mg_error *err);
+
+static int decode_cube(const void *buf, size_t len, void *out, mg_error *err)
+{
+    return mg_cube_decode(buf, len, out, err);
+}
+
+static int decode_user(const void *buf, size_t len, void *out, mg_error *err)
+{
+    return mg_user_decode(buf, len, out, err);
+}
+
+/* Reads the record under string `key` in database `db` and decodes it into
+ * out: MG_ENOTFOUND ("no <what> <key>") when absent. */
+static int get_record(mg_store *s, int db, const char *key, const char *what,
+                      record_decode_fn decode, void *out, mg_error *err)
+{
+    MDB_txn *txn;
+    int ret = store_read_begin(s, &txn, err);
+    if (ret)
+        return ret;
+    MDB_val k = {strlen(key), (void *)key}, v;
+    int rc = mdb_get(txn, s->dbi[db], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        ret = mg_error_set(err, MG_ENOTFOUND, "no %s %s", what, key);
+    else if (rc)
+        ret = store_lmdb_error(err, rc, what, s->data_path);
+    else
+        ret = decode(v.mv_data, v.mv_size, out, err);
+    store_read_end(s, txn);
+    return ret;
+}
+
 int mg_store_cube_get(mg_store *s, const char *cube_id, mg_cube *out, mg_error *err)
 {
     int ret = store_check_cube_id(cube_id, err);
     if (ret)
         return ret;
-    MDB_txn *txn;
-    ret = store_read_begin(s, &txn, err);
-    if (ret)
-        return ret;
-    MDB_val k = {strlen(cube_id), (void *)cube_id}, v;
-    int rc = mdb_get(txn, s->dbi[STORE_DB_CUBES], &k, &v);
-    if (rc == MDB_NOTFOUND)
-        ret = mg_error_set(err, MG_ENOTFOUND, "no cube %s", cube_id);
-    else if (rc)
-        ret = store_lmdb_error(err, rc, "reading a cube", s->data_path);
-    else
-        ret = mg_cube_decode(v.mv_data, v.mv_size, memset(out, 0, sizeof *out), err);
-    store_read_end(s, txn);
-    return ret;
+    return get_record(s, STORE_DB_CUBES, cube_id, "cube", decode_cube, out, err);
 }
 
 int mg_store_cube_list(mg_store *s, mg_cube **cubes, size_t *n, mg_error *err)
@@ -292,20 +313,7 @@ int mg_store_user_get(mg_store *s, const char *user_id, mg_user *out, mg_error *
 {
     if (user_id == NULL || !mg_user_id_valid(user_id, strnlen(user_id, MG_USER_ID_MAX + 1)))
         return mg_error_set(err, MG_EINVAL, "user id is missing or not valid");
-    MDB_txn *txn;
-    int ret = store_read_begin(s, &txn, err);
-    if (ret)
-        return ret;
-    MDB_val k = {strlen(user_id), (void *)user_id}, v;
-    int rc = mdb_get(txn, s->dbi[STORE_DB_USERS], &k, &v);
-    if (rc == MDB_NOTFOUND)
-        ret = mg_error_set(err, MG_ENOTFOUND, "no user %s", user_id);
-    else if (rc)
-        ret = store_lmdb_error(err, rc, "reading a user", s->data_path);
-    else
-        ret = mg_user_decode(v.mv_data, v.mv_size, memset(out, 0, sizeof *out), err);
-    store_read_end(s, txn);
-    return ret;
+    return get_record(s, STORE_DB_USERS, user_id, "user", decode_user, out, err);
 }
 
 /* ---- search ------------------------------------------------------------- */
