@@ -1,6 +1,7 @@
 #include "command.h"
 
 #include "../lib/jsonmp.h"
+#include "meta.h"
 #include "../storage/filter.h"
 #include "../storage/store.h"
 
@@ -16,6 +17,9 @@ static const char *const cmd_names[MG_CMD_KIND_COUNT_] = {
     [MG_CMD_MEM_DELETE_WHERE] = "mem_delete_where",
     [MG_CMD_USER_PUT] = "user_put",
     [MG_CMD_USER_DELETE] = "user_delete",
+    [MG_CMD_META_SET] = "meta_set",
+    [MG_CMD_SLOTS_SET] = "slots_set",
+    [MG_CMD_SLOTS_DROP] = "slots_drop",
 };
 
 const char *mg_cmd_name(int kind)
@@ -37,6 +41,7 @@ void mg_cmd_clear(mg_cmd *c)
         json_decref(c->filter);
     mg_cube_clear(&c->cube);
     mg_user_clear(&c->user);
+    free(c->map);
     memset(c, 0, sizeof *c);
 }
 
@@ -93,6 +98,34 @@ static int check_items(const mg_cmd *c, mg_error *err)
     return MG_OK;
 }
 
+/* meta_set: the map decodes (and is checked) and its epoch is expect + 1. */
+static int check_map(const mg_cmd *c, mg_error *err)
+{
+    if (c->map == NULL || c->map_len == 0)
+        return mg_error_set(err, MG_EINVAL, "meta_set: no map");
+    if (c->expect == UINT64_MAX)
+        return mg_error_set(err, MG_EINVAL, "meta_set: expect %llu has no next epoch",
+                            (unsigned long long)c->expect);
+    mg_cmap *m = malloc(sizeof *m);
+    if (m == NULL)
+        return mg_error_set(err, MG_ENOMEM, "out of memory checking a cluster map");
+    int rc = mg_cmap_decode(c->map, c->map_len, m, err);
+    if (rc == MG_ENOMEM) {
+        free(m);
+        return rc;
+    }
+    if (rc != MG_OK) {
+        free(m);
+        return mg_error_wrap(err, MG_EINVAL, "meta_set: map");
+    }
+    uint64_t epoch = m->epoch;
+    free(m);
+    if (epoch != c->expect + 1)
+        return mg_error_set(err, MG_EINVAL, "meta_set: map epoch %llu after expected epoch %llu",
+                            (unsigned long long)epoch, (unsigned long long)c->expect);
+    return MG_OK;
+}
+
 int mg_cmd_validate(const mg_cmd *c, mg_error *err)
 {
     int rc;
@@ -132,6 +165,11 @@ int mg_cmd_validate(const mg_cmd *c, mg_error *err)
         if (!mg_user_id_valid(c->user_id, strlen(c->user_id)))
             return mg_error_set(err, MG_EINVAL, "user_id: not a valid user id");
         return MG_OK;
+    case MG_CMD_META_SET:
+        return check_map(c, err);
+    case MG_CMD_SLOTS_SET:
+    case MG_CMD_SLOTS_DROP:
+        return MG_OK; /* any set of slots is a valid set */
     default:
         return mg_error_set(err, MG_EINVAL, "unknown command kind %d", c->kind);
     }
@@ -203,6 +241,22 @@ int mg_cmd_pack(msgpack_packer *pk, const mg_cmd *c)
         rc = msgpack_pack_map(pk, 2) | pack_key(pk, "op") | pack_key(pk, name);
         rc |= pack_key(pk, "user_id") | mg_mp_pack_cstr(pk, c->user_id);
         break;
+    case MG_CMD_META_SET:
+        rc = msgpack_pack_map(pk, 3) | pack_key(pk, "op") | pack_key(pk, name);
+        rc |= pack_key(pk, "expect") | msgpack_pack_uint64(pk, c->expect);
+        rc |= pack_key(pk, "map") | mg_mp_pack_binn(pk, c->map, c->map != NULL ? c->map_len : 0);
+        break;
+    case MG_CMD_SLOTS_SET:
+    case MG_CMD_SLOTS_DROP: {
+        uint8_t le[512];
+        mg_slotset_to_le(&c->slots, le);
+        bool set = c->kind == MG_CMD_SLOTS_SET;
+        rc = msgpack_pack_map(pk, set ? 3 : 2) | pack_key(pk, "op") | pack_key(pk, name);
+        if (set)
+            rc |= pack_key(pk, "epoch") | msgpack_pack_uint64(pk, c->epoch);
+        rc |= pack_key(pk, "slots") | mg_mp_pack_binn(pk, le, sizeof le);
+        break;
+    }
     }
     return rc == 0 ? MG_OK : (rc == MG_EINVAL ? MG_EINVAL : MG_ENOMEM);
 }
@@ -348,7 +402,10 @@ static int read_op(mg_mp_reader *r, int *kind, mg_error *err)
                         (int)(len > 64 ? 64 : len), s);
 }
 
-static int read_field(mg_mp_reader *r, mg_cmd *c, mg_error *err)
+/* Fields whose zero value is meaningful, so their presence is noted. */
+enum { SEEN_SLOTS = 1, SEEN_MAP = 2 };
+
+static int read_field(mg_mp_reader *r, mg_cmd *c, unsigned *seen, mg_error *err)
 {
     const char *key;
     uint32_t klen;
@@ -390,12 +447,38 @@ static int read_field(mg_mp_reader *r, mg_cmd *c, mg_error *err)
         mg_user_clear(&c->user);
         return mg_user_decode(start, len, &c->user, err);
     }
+    if (KEY_IS("expect"))
+        return mg_mp_read_u64(r, &c->expect) == MG_OK ? MG_OK : corrupt(err, "expect");
+    if (KEY_IS("epoch"))
+        return mg_mp_read_u64(r, &c->epoch) == MG_OK ? MG_OK : corrupt(err, "epoch");
+    if (KEY_IS("map")) {
+        const uint8_t *b;
+        uint32_t blen;
+        if ((*seen & SEEN_MAP) || mg_mp_read_bin(r, &b, &blen) != MG_OK)
+            return corrupt(err, "map");
+        c->map = malloc(blen ? blen : 1);
+        if (c->map == NULL)
+            return mg_error_set(err, MG_ENOMEM, "out of memory decoding a command");
+        memcpy(c->map, b, blen);
+        c->map_len = blen;
+        *seen |= SEEN_MAP;
+        return MG_OK;
+    }
+    if (KEY_IS("slots")) {
+        const uint8_t *b;
+        uint32_t blen;
+        if (mg_mp_read_bin(r, &b, &blen) != MG_OK || blen != 512)
+            return corrupt(err, "slots");
+        mg_slotset_from_le(b, &c->slots);
+        *seen |= SEEN_SLOTS;
+        return MG_OK;
+    }
 #undef KEY_IS
     return mg_mp_skip(r) == MG_OK ? MG_OK : corrupt(err, "value");
 }
 
 /* The fields each kind needs, checked once the whole map has been read. */
-static int check_decoded(const mg_cmd *c, mg_error *err)
+static int check_decoded(const mg_cmd *c, unsigned seen, mg_error *err)
 {
     switch (c->kind) {
     case MG_CMD_CUBE_CREATE:
@@ -418,6 +501,11 @@ static int check_decoded(const mg_cmd *c, mg_error *err)
         return c->user.user_id[0] ? MG_OK : corrupt(err, "user_put (no user)");
     case MG_CMD_USER_DELETE:
         return c->user_id[0] ? MG_OK : corrupt(err, "user_delete (no user_id)");
+    case MG_CMD_META_SET:
+        return (seen & SEEN_MAP) ? MG_OK : corrupt(err, "meta_set (no map)");
+    case MG_CMD_SLOTS_SET:
+    case MG_CMD_SLOTS_DROP:
+        return (seen & SEEN_SLOTS) ? MG_OK : corrupt(err, "slots command (no slots)");
     default:
         return corrupt(err, "command (no op)");
     }
@@ -427,6 +515,7 @@ int mg_cmd_decode(const void *buf, size_t len, mg_cmd *out, mg_error *err)
 {
     mg_mp_reader r;
     uint32_t n;
+    unsigned seen = 0;
     int rc;
     memset(out, 0, sizeof *out);
     mg_mp_reader_init(&r, buf, len);
@@ -435,13 +524,13 @@ int mg_cmd_decode(const void *buf, size_t len, mg_cmd *out, mg_error *err)
         goto err_clear;
     }
     for (uint32_t i = 0; i < n; i++)
-        if ((rc = read_field(&r, out, err)) != MG_OK)
+        if ((rc = read_field(&r, out, &seen, err)) != MG_OK)
             goto err_clear;
     if (mg_mp_remaining(&r) != 0) {
         rc = corrupt(err, "command (trailing bytes)");
         goto err_clear;
     }
-    if ((rc = check_decoded(out, err)) != MG_OK)
+    if ((rc = check_decoded(out, seen, err)) != MG_OK)
         goto err_clear;
     return MG_OK;
 
@@ -526,6 +615,7 @@ int mg_cmd_read_puts(const void *buf, size_t len, mg_cmd_puts *out, mg_error *er
     uint32_t n;
     int rc;
     bool have_items = false;
+    unsigned seen = 0;
     /* Every other field goes through mg_cmd_decode's own reader, so that it
      * is accepted or refused the same way. */
     mg_cmd other = {0};
@@ -543,7 +633,7 @@ int mg_cmd_read_puts(const void *buf, size_t len, mg_cmd_puts *out, mg_error *er
             (void)mg_mp_skip(&r);
             rc = read_vec_recs(&r, out, err);
         } else {
-            rc = read_field(&r, &other, err);
+            rc = read_field(&r, &other, &seen, err);
         }
         if (rc != MG_OK)
             goto err_clear;

@@ -16,6 +16,24 @@
  *          | {"op": "mem_delete_where", "cube_id": str, "filter": <JSON filter as msgpack>}
  *          | {"op": "user_put",         "user": <mg_user record>}
  *          | {"op": "user_delete",      "user_id": str}
+ *          | {"op": "meta_set",         "expect": uint, "map": bin}
+ *          | {"op": "slots_set",        "epoch": uint, "slots": bin (512 bytes)}
+ *          | {"op": "slots_drop",       "slots": bin (512 bytes)}
+ *
+ * Cluster commands (docs/ARCHITECTURE.md "Meta group"):
+ *   meta_set    (meta group) replaces the cluster map (lib/cmap.h encoding)
+ *               when the stored one has epoch `expect` (0: none yet) and the
+ *               new one has epoch expect + 1; otherwise the outcome is
+ *               MG_EBUSY ("map changed") and nothing changes.
+ *   slots_set   (data group) replaces the group's slot record: the slots it
+ *               owns (mg_slotset, 64 little-endian u64 words) and the map
+ *               epoch they come from. From that entry on, a cube-scoped
+ *               command (cube_*, mem_*) whose cube's slot is not owned gets
+ *               the outcome MG_EWRONGGROUP and changes nothing. A group that
+ *               never had a slot record owns every slot.
+ *   slots_drop  (data group) removes every cube, with its memories, whose
+ *               slot is in the set and not owned (owned slots are never
+ *               dropped); its count is the number of cubes removed.
  *
  * Versioning: readers skip keys they do not know, so a newer writer may add
  * fields; an entry whose "v" is newer than MG_ENTRY_VERSION, or a command
@@ -30,6 +48,7 @@
 #ifndef MG_CLUSTER_COMMAND_H
 #define MG_CLUSTER_COMMAND_H
 
+#include "../lib/cmap.h"
 #include "../lib/error.h"
 #include "../lib/mp.h"
 #include "../storage/item.h"
@@ -66,6 +85,9 @@ enum mg_cmd_kind {
     MG_CMD_MEM_DELETE_WHERE,
     MG_CMD_USER_PUT,
     MG_CMD_USER_DELETE,
+    MG_CMD_META_SET,
+    MG_CMD_SLOTS_SET,
+    MG_CMD_SLOTS_DROP,
     MG_CMD_KIND_COUNT_
 };
 
@@ -88,6 +110,11 @@ typedef struct mg_cmd {
     json_t *filter;                    /* mem_delete_where: owned reference */
     mg_user user;                      /* user_put */
     char user_id[MG_USER_ID_MAX + 1];  /* user_delete */
+    uint64_t expect;                   /* meta_set: the stored map's epoch */
+    void *map;                         /* meta_set: encoded mg_cmap (malloc'd) */
+    size_t map_len;
+    uint64_t epoch;                    /* slots_set */
+    mg_slotset slots;                  /* slots_set, slots_drop */
 } mg_cmd;
 
 /* Stable wire name of a kind ("mem_put"), or NULL for an unknown kind. */

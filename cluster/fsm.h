@@ -38,9 +38,11 @@
 #ifndef MG_CLUSTER_FSM_H
 #define MG_CLUSTER_FSM_H
 
+#include "../lib/cmap.h"
 #include "../lib/error.h"
 #include "../storage/store.h"
 
+#include <pthread.h>
 #include <raft.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,7 +51,17 @@
 #define MG_FSM_RESULTS 256
 #define MG_SNAPSHOT_HEADER_LEN 16
 
-/* Outcome of one command of an entry. */
+/* Outcome of one command of an entry.
+ *
+ * Cluster rules at apply (command.h), evaluated in log order, a slots_set
+ * earlier in the same entry counting for the commands after it:
+ *   - a cube-scoped command (cube_*, mem_*) for a slot the group does not
+ *     own: code MG_EWRONGGROUP, n_ops 0, nothing of it applied;
+ *   - meta_set whose expect is not the stored map's epoch: MG_EBUSY, n_ops 0;
+ *     a map that does not decode or whose epoch is not expect + 1: MG_EINVAL;
+ *     else one op (the map written);
+ *   - slots_set: one op (the record written);
+ *   - slots_drop: one op whose count is the number of cubes removed. */
 typedef struct mg_cmd_outcome {
     int code;                /* MG_OK when every op applied; else the first failing
                               * op's code, or why the command was refused */
@@ -90,7 +102,19 @@ typedef struct mg_fsm {
     mg_fsm_stats stats;
     mg_fsm_result results[MG_FSM_RESULTS];
     unsigned next_result;
+    /* The slot record (meta.h) as of the last applied entry, for apply's
+     * ownership check and for readers on other threads: published under
+     * own_lock by apply (slots_set) and restore; loaded by mg_fsm_init. */
+    pthread_mutex_t own_lock;
+    bool own_restricted;      /* false: no slot record, every slot owned */
+    uint64_t own_epoch;
+    mg_slotset own;
 } mg_fsm;
+
+/* Whether the group owns the cube's slot as of the last applied entry
+ * (always true for a group without a slot record); *epoch (may be NULL) gets
+ * the record's epoch (0 without one). Any thread. */
+bool mg_fsm_owns(mg_fsm *fsm, const char *cube_id, size_t len, uint64_t *epoch);
 
 /* Initializes *fsm over `store` (borrowed). */
 void mg_fsm_init(mg_fsm *fsm, mg_store *store);

@@ -3,6 +3,7 @@
 #include "../lib/log.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,14 @@ mg_group *mg_host_group(mg_host *h, uint64_t group_id)
     return NULL;
 }
 
-size_t mg_host_n_groups(const mg_host *h) { return h->n; }
-mg_group *mg_host_group_at(mg_host *h, size_t i) { return i < h->n ? h->groups[i] : NULL; }
+size_t mg_host_n_groups(const mg_host *h)
+{
+    return h->n;
+}
+mg_group *mg_host_group_at(mg_host *h, size_t i)
+{
+    return i < h->n ? h->groups[i] : NULL;
+}
 
 static void on_group_closed(mg_group *g, void *arg)
 {
@@ -120,20 +127,69 @@ int mg_host_add_group(mg_host *h, uint64_t group_id, uint64_t replica_id, const 
     return MG_OK;
 }
 
-int mg_host_remove_group(mg_host *h, uint64_t group_id, mg_error *err)
+/* One mg_host_remove_group_cb in progress. */
+typedef struct host_removal {
+    mg_host *h;
+    mg_host_group_closed_cb cb;
+    void *arg;
+} host_removal;
+
+static void on_removed_group_closed(mg_group *g, void *arg)
+{
+    host_removal *rm = arg;
+    mg_host *h = rm->h;
+    if (rm->cb != NULL)
+        rm->cb(rm->arg);
+    free(rm);
+    on_group_closed(g, h); /* may free the host: last */
+}
+
+int mg_host_remove_group_cb(mg_host *h, uint64_t group_id, mg_host_group_closed_cb cb, void *arg,
+                            mg_error *err)
 {
     for (size_t i = 0; i < h->n; i++) {
         if (mg_group_id(h->groups[i]) != group_id)
             continue;
+        host_removal *rm = malloc(sizeof *rm);
+        if (rm == NULL)
+            return mg_error_set(err, MG_ENOMEM, "out of memory closing group %llu",
+                                (unsigned long long)group_id);
+        *rm = (host_removal){.h = h, .cb = cb, .arg = arg};
         mg_group *g = h->groups[i];
         memmove(&h->groups[i], &h->groups[i + 1], (h->n - i - 1) * sizeof h->groups[0]);
         h->n--;
         h->closing_groups++;
-        mg_group_close(g, on_group_closed, h);
+        mg_group_close(g, on_removed_group_closed, rm);
         return MG_OK;
     }
     return mg_error_set(err, MG_ENOTFOUND, "group %llu is not hosted",
                         (unsigned long long)group_id);
+}
+
+int mg_host_remove_group(mg_host *h, uint64_t group_id, mg_error *err)
+{
+    return mg_host_remove_group_cb(h, group_id, NULL, NULL, err);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) == 0 ? 0 : errno;
+}
+
+int mg_host_destroy_group(const char *data_dir, uint64_t group_id, mg_error *err)
+{
+    char dir[4096];
+    struct stat st;
+    if (mg_host_group_path(data_dir, group_id, NULL, dir, sizeof dir) != MG_OK)
+        return mg_error_set(err, MG_ETOOBIG, "data directory path too long");
+    if (lstat(dir, &st) != 0 && errno == ENOENT)
+        return MG_OK;
+    int rv = nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (rv != 0)
+        return mg_error_set(err, MG_EIO, "removing %s: %s", dir, strerror(rv > 0 ? rv : errno));
+    mg_info("host.group_destroyed", "dir=%s", dir);
+    return MG_OK;
 }
 
 void mg_host_close(mg_host *h, mg_host_close_cb cb, void *arg)

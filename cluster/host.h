@@ -50,6 +50,20 @@ mg_group *mg_host_group_at(mg_host *h, size_t i);
 /* Closes one group (async) and forgets it. */
 int mg_host_remove_group(mg_host *h, uint64_t group_id, mg_error *err);
 
+typedef void (*mg_host_group_closed_cb)(void *arg);
+
+/* The same, and cb(arg) once the replica has closed (raft, its I/O, the
+ * store: its files may then be removed). cb fires on the loop, also when
+ * the host is closed before the group's close completed (it fires first).
+ * On error (MG_ENOTFOUND: not hosted) cb never fires. */
+int mg_host_remove_group_cb(mg_host *h, uint64_t group_id, mg_host_group_closed_cb cb, void *arg,
+                            mg_error *err);
+
+/* Removes "<data>/group-<id>" and everything under it (a replica that is not
+ * hosted: closed first). MG_OK also when it does not exist; MG_EIO naming
+ * the path that could not be removed. Any thread. */
+int mg_host_destroy_group(const char *data_dir, uint64_t group_id, mg_error *err);
+
 /* Writes "<data>/group-<id>/<sub>" into buf. */
 int mg_host_group_path(const char *data_dir, uint64_t group_id, const char *sub, char *buf,
                        size_t cap);

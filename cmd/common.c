@@ -101,17 +101,6 @@ int mg_cmd_make_data_dir(const char *cmd, const char *dir)
     return 0;
 }
 
-int mg_cmd_load_topology(const char *cmd, const char *path, mg_topology *topo)
-{
-    mg_error err;
-    int rc = mg_topology_load(path, topo, &err);
-    if (rc != MG_OK) {
-        fprintf(stderr, "memgrid %s: %s\n", cmd, err.msg);
-        return rc == MG_EIO ? MG_EXIT_FAILURE : MG_EXIT_USAGE;
-    }
-    return MG_EXIT_OK;
-}
-
 int mg_cmd_models_from_env(const char *cmd, mg_embedder_config *ec, mg_llm_config *lc)
 {
     mg_error err;

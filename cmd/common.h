@@ -1,12 +1,10 @@
 /* Pieces the memgrid subcommands (cmd/serve.c, cmd/router.c, cmd/node.c,
  * cmd/ctl.c) share: option parsing, the stop signals, the data directory,
- * the topology, the embedder and chat model, and the ready line. `cmd` is
+ * the embedder and chat model, the config file and the ready line. `cmd` is
  * the subcommand's name ("serve", "router", ...) as it appears in the
  * messages "memgrid <cmd>: ..." these helpers print to stderr. */
 #ifndef MG_CMD_COMMON_H
 #define MG_CMD_COMMON_H
-
-#include "topology.h"
 
 #include "../router/embed.h"
 #include "../router/llm.h"
@@ -49,11 +47,6 @@ int mg_cmd_wait_stop(const sigset_t *stop_set, const char *event);
  * why not. */
 int mg_cmd_make_data_dir(const char *cmd, const char *dir);
 
-/* Loads the topology file path into *topo; MG_EXIT_OK, else the exit code
- * after printing the error (MG_EXIT_FAILURE when unreadable, MG_EXIT_USAGE
- * when invalid). */
-int mg_cmd_load_topology(const char *cmd, const char *path, mg_topology *topo);
-
 /* Fills the embedder and chat model configurations from the environment;
  * MG_EXIT_OK, else MG_EXIT_USAGE after printing the error. */
 int mg_cmd_models_from_env(const char *cmd, mg_embedder_config *ec, mg_llm_config *lc);
@@ -64,6 +57,20 @@ int mg_cmd_models_from_env(const char *cmd, mg_embedder_config *ec, mg_llm_confi
  * nothing left open. */
 int mg_cmd_models_open(const char *cmd, const mg_embedder_config *ec, const mg_llm_config *lc,
                        mg_embedder **emb, mg_llm **llm);
+
+/* The optional config file (docs/OPERATIONS.md "Config file"): when argv
+ * holds "--config FILE" / "--config=FILE" (or, without it, MEMGRID_CONFIG
+ * is set), reads FILE — lines "key = value" where key is a long option
+ * name without "--" (e.g. "raft-port = 7120"), "#" comments and blank lines
+ * ignored, values optionally in double quotes, a flag without value written
+ * "key = true" — and rewrites *argc and *argv to the file's options followed by
+ * the command line's (without --config), so the command line wins over the
+ * file and the file over the environment. The new argv is malloc'd with its
+ * strings and lives until exit (*argv is replaced only when a file was read).
+ * MG_EXIT_OK, or MG_EXIT_USAGE / MG_EXIT_FAILURE after printing
+ * "memgrid <cmd>: FILE:LINE: why" (unreadable file, malformed line, a key
+ * that is not in `known`, a NULL-terminated list of long option names). */
+int mg_cmd_config_expand(const char *cmd, const char *const *known, int *argc, char ***argv);
 
 /* Prints the one "ready" line on stdout and flushes it (scripts wait on it). */
 void mg_cmd_ready(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,141 +1,396 @@
 /*
- * memgrid ctl: the admin CLI (DESIGN §2). It talks to a router's native
- * admin API over HTTP (libcurl) and prints what it answers.
+ * memgrid ctl: the admin CLI (DESIGN §2). It talks to a router's admin API
+ * (docs/API.md "Admin API (cluster)") over HTTP with libcurl and prints the
+ * answer as tables for people or, with --json, the answer's "data" as one
+ * pretty JSON document for scripts.
  *
- *   stats   GET /admin/stats: latency percentiles and counts per endpoint,
- *           router stage, node op and node stage, merged across the router
- *           and every node; a table, or the JSON with --json.
- *
- * The cluster commands (status, nodes, groups, ...) are named so that
- * --help describes the whole tool; they answer "not yet available".
+ * One table describes every command: its options (parsed and checked here,
+ * so a malformed argument exits 2 before anything is sent), its help text,
+ * whether it is a long operation (default timeout 600 s instead of 10 s) and
+ * the function that asks the router and prints the answer.
  */
 #include "memgrid.h"
 #include "common.h"
 
+#include "../lib/cmap.h"
+
 #include <curl/curl.h>
 #include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CTL_DEFAULT_ROUTER "http://127.0.0.1:8000"
-#define CTL_DEFAULT_TIMEOUT_S 10
+#define CTL_READ_TIMEOUT_S 10
+#define CTL_LONG_TIMEOUT_S 600
 #define CTL_MAX_ANSWER (64u << 20)
+#define CTL_OPTS_MAX 4
 
 typedef struct ctl_opts {
     const char *router;
-    long timeout_s;
+    long timeout_s; /* 0: the command's default */
     bool json;
-    const char *command;
 } ctl_opts;
 
-typedef struct ctl_command {
-    const char *name;
-    const char *summary;
-    int (*run)(const ctl_opts *o); /* NULL: not yet available */
-} ctl_command;
+enum ctl_kind { CTL_UINT, CTL_TEXT, CTL_FLAG };
 
-static int ctl_stats(const ctl_opts *o);
+typedef struct ctl_optspec {
+    const char *flag; /* NULL ends the list */
+    enum ctl_kind kind;
+    bool required;
+    unsigned min, max; /* CTL_UINT */
+    const char *help;  /* "--flag X  what" line of the command's help */
+} ctl_optspec;
+
+/* The parsed options of a command, by position in its optspec list. */
+typedef struct ctl_vals {
+    bool set[CTL_OPTS_MAX];
+    unsigned num[CTL_OPTS_MAX];
+    const char *text[CTL_OPTS_MAX];
+} ctl_vals;
+
+typedef struct ctl_command ctl_command;
+struct ctl_command {
+    const char *name;
+    const char *synopsis; /* the arguments after the name */
+    const char *summary;  /* one line for `memgrid ctl --help` */
+    const char *help;     /* the rest of `memgrid ctl <name> --help` */
+    bool long_op;
+    ctl_optspec opts[CTL_OPTS_MAX + 1];
+    int (*run)(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+};
+
+static int ctl_status(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_nodes(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_groups(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_slots(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_stats(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_init(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_add_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_remove_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_transfer_leader(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_move_replica(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_rebalance(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+
+#define GROUP_MAX (MG_CMAP_GROUPS_MAX - 1)
 
 static const ctl_command commands[] = {
+    {"status",
+     "",
+     "cluster health: nodes, groups, leaders, replica lag; exit 1 unless healthy",
+     "GET /admin/status. Prints the nodes (id, rpc URL, up, replicas, leaders) and the groups\n"
+     "(id, slots, leader, term, applied index, each replica's state and lag behind the\n"
+     "leader). Exits 0 when the cluster is healthy (every node up, every group has a leader,\n"
+     "no replica more than 1000 entries behind) and 1 otherwise, so scripts can wait on it:\n"
+     "  until memgrid ctl status >/dev/null; do sleep 1; done\n",
+     false,
+     {{NULL}},
+     ctl_status},
+    {"nodes",
+     "",
+     "the data nodes of the cluster map",
+     "GET /admin/nodes: id, rpc and survey URLs, raft address, state (up or removing),\n"
+     "whether it answers, and the groups it hosts replicas of.\n",
+     false,
+     {{NULL}},
+     ctl_nodes},
+    {"groups",
+     "",
+     "the shard groups: replicas, leader, slots, memories",
+     "GET /admin/groups: id, replica nodes, leader, term, applied index, slots owned (count\n"
+     "and ranges), memories and cubes. Group 0 is the meta group (it owns no slot).\n",
+     false,
+     {{NULL}},
+     ctl_groups},
+    {"slots",
+     "[--cube ID]",
+     "the slot map; with --cube, where a cube lives",
+     "GET /admin/slots: the map's epoch, its slot ranges (first, last, group) and the slots\n"
+     "per group. With --cube ID also the cube's slot and the group that owns it.\n",
+     false,
+     {{"--cube", CTL_TEXT, false, 0, 0,
+       "  --cube ID          a cube id (any text; sent URL-encoded)"},
+      {NULL}},
+     ctl_slots},
     {"stats",
-     "latency percentiles (p50/p90/p99/p99.9/max) and counts per endpoint, stage and node\n"
-     "            op, merged across the router and every node",
+     "",
+     "latency percentiles and counts per endpoint, stage and node op (all nodes merged)",
+     "GET /admin/stats: one row per endpoint (the router, from a request's first byte to its\n"
+     "answer), per stage of adds and searches on the router (parse, embed, route, scatter,\n"
+     "merge), per wire op on the nodes (receipt to reply, all nodes merged) and per node\n"
+     "stage (propose_commit: a write's proposal until applied on the leader; apply: the store\n"
+     "apply of one Raft entry; scan: a search's scan). Times in milliseconds from log-linear\n"
+     "histograms (under 0.4 % error; max exact), counted since each process started. Only\n"
+     "rows with requests are shown.\n",
+     false,
+     {{NULL}},
      ctl_stats},
-    {"status", "cluster health: nodes, groups, leaders", NULL},
-    {"nodes", "list, add and remove data nodes", NULL},
-    {"groups", "shard groups, their replicas and slots", NULL},
-    {"rebalance", "move slots between groups", NULL},
+    {"init",
+     "--groups G --replicas R [--nodes URL,URL...]",
+     "initialize a new cluster: the meta group and G data groups of R replicas",
+     "POST /admin/init: asks every node who it is, places group 0 (meta) and groups 1..G with\n"
+     "R replicas each (never two on one node), splits the 4096 slots evenly over the data\n"
+     "groups, opens the replicas and stores the map. Refused (exit 1) when the cluster is\n"
+     "already initialized or R is more than the nodes. Prints the new map.\n",
+     true,
+     {{"--groups", CTL_UINT, true, 1, GROUP_MAX, "  --groups G         data groups, 1..255"},
+      {"--replicas", CTL_UINT, true, 1, MG_CMAP_REPLICAS_MAX,
+       "  --replicas R       replicas per group, 1..7"},
+      {"--nodes", CTL_TEXT, false, 0, 0,
+       "  --nodes URL,...    the nodes' rpc URLs (tcp://host:port); default the router's seeds"},
+      {NULL}},
+     ctl_init},
+    {"add-node",
+     "--rpc URL",
+     "add a running node to the cluster map",
+     "POST /admin/nodes: asks the node at URL who it is (its id, survey URL and raft address)\n"
+     "and adds it to the map. It hosts nothing until move-replica or rebalance places\n"
+     "replicas on it.\n",
+     false,
+     {{"--rpc", CTL_TEXT, true, 0, 0, "  --rpc URL          the node's rpc URL (tcp://host:port)"},
+      {NULL}},
+     ctl_add_node},
+    {"remove-node",
+     "--id N",
+     "move every replica off a node, then drop it from the map",
+     "POST /admin/nodes/remove: marks the node removing, moves each replica it hosts to the\n"
+     "least-loaded node not hosting that group, then drops it from the map. Answers when\n"
+     "done (refused when some replica has nowhere to go). Prints the moves.\n",
+     true,
+     {{"--id", CTL_UINT, true, 1, UINT_MAX, "  --id N             the node's id"}, {NULL}},
+     ctl_remove_node},
+    {"transfer-leader",
+     "--group G [--to N]",
+     "make another replica the leader of a group",
+     "POST /admin/transfer-leader: asks the group's leader to hand leadership to node N (any\n"
+     "other voter when --to is absent). Prints the new leader.\n",
+     false,
+     {{"--group", CTL_UINT, true, 0, GROUP_MAX, "  --group G          the group (0 = meta)"},
+      {"--to", CTL_UINT, false, 1, UINT_MAX, "  --to N             the node to lead it"},
+      {NULL}},
+     ctl_transfer_leader},
+    {"move-replica",
+     "--group G --from N --to M",
+     "move a group's replica from one node to another",
+     "POST /admin/move-replica: opens a replica of G on node M, adds it to the group (it\n"
+     "catches up by log or snapshot before it votes), then removes the replica on node N\n"
+     "(moving leadership away first). Answers when done; prints the group's replicas.\n",
+     true,
+     {{"--group", CTL_UINT, true, 0, GROUP_MAX, "  --group G          the group (0 = meta)"},
+      {"--from", CTL_UINT, true, 1, UINT_MAX,
+       "  --from N           the node giving up its replica"},
+      {"--to", CTL_UINT, true, 1, UINT_MAX, "  --to M             the node receiving it"},
+      {NULL}},
+     ctl_move_replica},
+    {"rebalance",
+     "[--to-group G | --new-group [--replicas R]] [--slots SPEC]",
+     "move slots between data groups while writes keep running",
+     "POST /admin/rebalance: moves slots and the cubes in them to another group with writes\n"
+     "running (writes to a moving slot wait for the switch; none is lost). Without a target,\n"
+     "spreads the slots evenly over all data groups; --to-group G gives G an even share (or\n"
+     "--slots); --new-group creates a group (R replicas, default the others') and gives it a\n"
+     "share. Answers when done; prints what moved.\n",
+     true,
+     {{"--to-group", CTL_UINT, false, 1, GROUP_MAX, "  --to-group G       an existing data group"},
+      {"--new-group", CTL_FLAG, false, 0, 0, "  --new-group        a new data group"},
+      {"--replicas", CTL_UINT, false, 1, MG_CMAP_REPLICAS_MAX,
+       "  --replicas R       replicas of the new group, 1..7"},
+      {"--slots", CTL_TEXT, false, 0, 0,
+       "  --slots SPEC       the slots to move, e.g. 0-511,900 (ranges inclusive, 0..4095)"},
+      {NULL}},
+     ctl_rebalance},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
+/* ---- usage ---------------------------------------------------------------- */
+
 static void ctl_usage(FILE *out)
 {
-    fprintf(out, "usage: memgrid ctl [--router URL] [--timeout S] <command> [--json]\n\n"
+    fprintf(out, "usage: memgrid ctl [--router URL] [--timeout S] [--json] <command> [options]\n"
+                 "       memgrid ctl <command> --help\n\n"
                  "The admin CLI: asks a router's admin API (/admin/*) and prints the answer.\n\n"
                  "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-9s %s%s\n", commands[i].name, commands[i].summary,
-                commands[i].run ? "" : " (not yet available)");
+        fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\noptions (anywhere on the line):\n"
             "  --router URL  the router's base URL (MEMGRID_ROUTER; default %s)\n"
-            "  --timeout S   seconds to wait for the answer (default %d)\n"
-            "  --json        print the answer as JSON instead of a table\n"
-            "  -h, --help    this help\n\n"
-            "stats: one row per endpoint (the router, from a request's first byte to its\n"
-            "answer), per stage of adds and searches on the router (parse, embed, route,\n"
-            "scatter, merge), per wire op on the nodes (receipt to reply, all nodes merged)\n"
-            "and per node stage (propose_commit: a write's proposal until applied on the\n"
-            "leader; apply: the store apply of one Raft entry; scan: a search's scan).\n"
-            "Times in milliseconds from log-linear\n"
-            "histograms (under 0.4 %% error; max exact), counted since each process\n"
-            "started. Only rows with requests are shown. --json prints the data of\n"
-            "GET /admin/stats (docs/API.md).\n\n"
-            "exit codes: 0 ok, 1 runtime failure (router unreachable or failing), 2 usage\n"
-            "error (including commands not yet available)\n",
-            CTL_DEFAULT_ROUTER, CTL_DEFAULT_TIMEOUT_S);
+            "  --timeout S   seconds to wait for the answer, 1..3600 (default %d; %d for init,\n"
+            "                remove-node, move-replica and rebalance)\n"
+            "  --json        print the answer's data as JSON instead of tables\n"
+            "  -h, --help    this help; after a command, the command's\n\n"
+            "exit codes: 0 ok, 1 the router answered an error or is unreachable (or, for\n"
+            "status, the cluster is not healthy), 2 usage error\n",
+            CTL_DEFAULT_ROUTER, CTL_READ_TIMEOUT_S, CTL_LONG_TIMEOUT_S);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static void command_usage(const ctl_command *c, FILE *out)
 {
+    fprintf(out, "usage: memgrid ctl [--router URL] [--timeout S] [--json] %s%s%s\n\n%s", c->name,
+            c->synopsis[0] ? " " : "", c->synopsis, c->help);
+    if (c->opts[0].flag != NULL) {
+        fprintf(out, "\noptions:\n");
+        for (const ctl_optspec *s = c->opts; s->flag != NULL; s++)
+            fprintf(out, "%s\n", s->help);
+    }
+    fprintf(out,
+            "\n--json prints the answer's data as one JSON document. Default timeout %d s.\n"
+            "Exit codes: 0 ok, 1 failure, 2 usage error.\n",
+            c->long_op ? CTL_LONG_TIMEOUT_S : CTL_READ_TIMEOUT_S);
+}
+
+/* Prints "memgrid ctl: <why> (see memgrid ctl [cmd] --help)"; MG_EXIT_USAGE. */
+static int usage_error(const ctl_command *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_error(const ctl_command *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "memgrid ctl: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see memgrid ctl --help)\n");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see memgrid ctl %s%s--help)\n", c ? c->name : "", c ? " " : "");
     return MG_EXIT_USAGE;
 }
 
-/* Fills o from the environment and argv; returns -1 after --help, an exit
- * code (> 0) on a usage error, 0 to go on. */
-static int parse_args(int argc, char **argv, ctl_opts *o)
+static const ctl_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* ---- arguments ------------------------------------------------------------ */
+
+/* A global option at argv[*i] (advancing *i past its value); 1 when it was
+ * one, 0 when not, or an exit code (> 1) after a usage error. */
+static int global_option(int argc, char **argv, int *i, ctl_opts *o, const ctl_command *c)
+{
+    char flag[16];
+    const char *val;
+    const char *a = mg_cmd_split_flag(argv[*i], flag, sizeof flag, &val);
+    if (strcmp(a, "--json") == 0 && val == NULL) {
+        o->json = true;
+        return 1;
+    }
+    if (strcmp(a, "--router") != 0 && strcmp(a, "--timeout") != 0)
+        return 0;
+    if (val == NULL) {
+        if (*i + 1 >= argc)
+            return usage_error(c, "%s needs a value", a);
+        val = argv[++*i];
+    }
+    if (strcmp(a, "--router") == 0) {
+        if (strncmp(val, "http://", 7) != 0 && strncmp(val, "https://", 8) != 0)
+            return usage_error(c, "--router \"%s\" is not an http:// URL", val);
+        o->router = val;
+    } else {
+        unsigned t;
+        if (mg_cmd_parse_uint(val, 1, 3600, &t) != 0)
+            return usage_error(c, "--timeout \"%s\" is not a number of seconds in 1..3600", val);
+        o->timeout_s = (long)t;
+    }
+    return 1;
+}
+
+/* A command option at argv[*i] into v; MG_EXIT_OK or MG_EXIT_USAGE. */
+static int command_option(const ctl_command *c, int argc, char **argv, int *i, ctl_vals *v)
+{
+    char flag[32];
+    const char *val;
+    const char *a = mg_cmd_split_flag(argv[*i], flag, sizeof flag, &val);
+    if (a[0] != '-')
+        return usage_error(c, "unexpected argument \"%s\"", a);
+    for (size_t k = 0; c->opts[k].flag != NULL; k++) {
+        const ctl_optspec *s = &c->opts[k];
+        if (strcmp(a, s->flag) != 0)
+            continue;
+        if (s->kind == CTL_FLAG) {
+            if (val != NULL)
+                return usage_error(c, "%s takes no value", s->flag);
+            v->set[k] = true;
+            return MG_EXIT_OK;
+        }
+        if (val == NULL) {
+            if (*i + 1 >= argc)
+                return usage_error(c, "%s needs a value", s->flag);
+            val = argv[++*i];
+        }
+        if (s->kind == CTL_UINT && mg_cmd_parse_uint(val, s->min, s->max, &v->num[k]) != 0)
+            return usage_error(c, "%s \"%s\" is not a number in %u..%u", s->flag, val, s->min,
+                               s->max);
+        if (s->kind == CTL_TEXT && val[0] == '\0')
+            return usage_error(c, "%s needs a value", s->flag);
+        v->text[k] = val;
+        v->set[k] = true;
+        return MG_EXIT_OK;
+    }
+    return usage_error(c, "unknown option \"%s\"", argv[*i]);
+}
+
+/* Fills o, *cmd and v from the environment and argv; -1 after printing
+ * help, an exit code (> 0) on a usage error, 0 to go on. Global options
+ * may come anywhere; the command's own options come after its name. */
+static int parse_args(int argc, char **argv, ctl_opts *o, const ctl_command **cmd, ctl_vals *v)
 {
     memset(o, 0, sizeof *o);
+    memset(v, 0, sizeof *v);
+    *cmd = NULL;
     o->router = CTL_DEFAULT_ROUTER;
-    o->timeout_s = CTL_DEFAULT_TIMEOUT_S;
     const char *env = getenv("MEMGRID_ROUTER");
     if (env != NULL && *env != '\0')
         o->router = env;
+    /* help wins over any other mistake on the line */
+    const ctl_command *c = NULL;
     for (int i = 0; i < argc; i++) {
-        char flag[16];
-        const char *val;
-        const char *a = mg_cmd_split_flag(argv[i], flag, sizeof flag, &val);
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0) {
-            ctl_usage(stdout);
+        const char *a = argv[i];
+        if (c == NULL && a[0] != '-' &&
+            (i == 0 ||
+             (strcmp(argv[i - 1], "--router") != 0 && strcmp(argv[i - 1], "--timeout") != 0)))
+            c = find_command(a);
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
+            (c == NULL && strcmp(a, "help") == 0)) {
+            if (c != NULL)
+                command_usage(c, stdout);
+            else if (strcmp(a, "help") == 0 && i + 1 < argc && find_command(argv[i + 1]))
+                command_usage(find_command(argv[i + 1]), stdout);
+            else
+                ctl_usage(stdout);
             return -1;
         }
-        if (strcmp(a, "--json") == 0 && val == NULL) {
-            o->json = true;
-        } else if (strcmp(a, "--router") == 0 || strcmp(a, "--timeout") == 0) {
-            if (val == NULL) {
-                if (i + 1 >= argc)
-                    return usage_error("%s needs a value", a);
-                val = argv[++i];
-            }
-            if (strcmp(a, "--router") == 0) {
-                if (strncmp(val, "http://", 7) != 0 && strncmp(val, "https://", 8) != 0)
-                    return usage_error("--router \"%s\" is not an http:// URL", val);
-                o->router = val;
-            } else {
-                char *end;
-                o->timeout_s = strtol(val, &end, 10);
-                if (*val == '\0' || *end != '\0' || o->timeout_s < 1 || o->timeout_s > 3600)
-                    return usage_error("--timeout \"%s\" is not a number of seconds in 1..3600",
-                                       val);
-            }
-        } else if (a[0] == '-') {
-            return usage_error("unknown option \"%s\"", argv[i]);
-        } else if (o->command == NULL) {
-            o->command = a;
-        } else {
-            return usage_error("unexpected argument \"%s\"", a);
+    }
+    c = NULL;
+    for (int i = 0; i < argc; i++) {
+        int rc = global_option(argc, argv, &i, o, c);
+        if (rc > 1)
+            return rc;
+        if (rc == 1)
+            continue;
+        if (c != NULL) {
+            rc = command_option(c, argc, argv, &i, v);
+            if (rc != MG_EXIT_OK)
+                return rc;
+        } else if (argv[i][0] == '-') {
+            return usage_error(NULL, "unknown option \"%s\"", argv[i]);
+        } else if ((c = find_command(argv[i])) == NULL) {
+            return usage_error(NULL, "unknown command \"%s\"", argv[i]);
         }
     }
-    if (o->command == NULL) {
+    if (c == NULL) {
         fprintf(stderr, "memgrid ctl: a command is required\n\n");
         ctl_usage(stderr);
         return MG_EXIT_USAGE;
     }
+    for (size_t k = 0; c->opts[k].flag != NULL; k++)
+        if (c->opts[k].required && !v->set[k])
+            return usage_error(c, "%s is required", c->opts[k].flag);
+    if (o->timeout_s == 0)
+        o->timeout_s = c->long_op ? CTL_LONG_TIMEOUT_S : CTL_READ_TIMEOUT_S;
+    *cmd = c;
     return 0;
 }
 
@@ -165,25 +420,34 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* GETs router + path and parses the MemOS-style envelope; *data is the
- * envelope's data (a new reference). Prints what went wrong and returns an
- * exit code. */
-static int get_enveloped(const ctl_opts *o, const char *path, json_t **data, const char **message)
+/* Asks router + path (GET, or POST with body as JSON when body is not NULL)
+ * and unwraps the envelope: *data is its data (a new reference, maybe JSON
+ * null). Otherwise prints what went wrong — "memgrid ctl: <the envelope's
+ * message>" for an error answer — and returns the exit code. */
+static int call_router(const ctl_opts *o, const char *path, const json_t *body, json_t **data)
 {
-    static char msg[512];
     char url[1024];
     size_t rl = strlen(o->router);
     while (rl > 0 && o->router[rl - 1] == '/')
         rl--;
-    if (rl + strlen(path) >= sizeof url)
-        return usage_error("--router \"%s\" is too long", o->router);
-    snprintf(url, sizeof url, "%.*s%s", (int)rl, o->router, path);
+    size_t pl = strlen(path);
+    if (rl + pl >= sizeof url)
+        return usage_error(NULL, "--router \"%s\" is too long", o->router);
+    memcpy(url, o->router, rl);
+    memcpy(url + rl, path, pl + 1);
 
+    char *text = NULL;
+    if (body != NULL && (text = json_dumps(body, JSON_COMPACT)) == NULL) {
+        fprintf(stderr, "memgrid ctl: out of memory\n");
+        return MG_EXIT_FAILURE;
+    }
     CURL *curl = curl_easy_init();
     if (curl == NULL) {
         fprintf(stderr, "memgrid ctl: cannot initialise libcurl\n");
+        free(text);
         return MG_EXIT_FAILURE;
     }
+    struct curl_slist *headers = NULL;
     body_buf b = {0};
     char curl_err[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(curl, CURLOPT_URL, url);
@@ -194,16 +458,27 @@ static int get_enveloped(const ctl_opts *o, const char *path, json_t **data, con
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, o->timeout_s < 5 ? o->timeout_s : 5L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "memgrid-ctl/" MEMGRID_VERSION);
+    if (text != NULL) {
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
+    }
     CURLcode cc = curl_easy_perform(curl);
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(curl);
+    curl_slist_free_all(headers);
+    free(text);
+
     int code = MG_EXIT_FAILURE;
     json_t *doc = NULL;
     if (cc != CURLE_OK) {
         if (b.too_big)
             fprintf(stderr, "memgrid ctl: the answer from %s is larger than %u bytes\n", url,
                     CTL_MAX_ANSWER);
+        else if (cc == CURLE_OPERATION_TIMEDOUT)
+            fprintf(stderr, "memgrid ctl: no answer from %s within %ld s (see --timeout)\n", url,
+                    o->timeout_s);
         else
             fprintf(stderr,
                     "memgrid ctl: cannot reach the router at %.*s: %s\n"
@@ -219,19 +494,401 @@ static int get_enveloped(const ctl_opts *o, const char *path, json_t **data, con
                 status, status == 404 ? " (is it a memgrid router of this version?)" : "");
         goto done;
     }
-    const char *m = json_string_value(json_object_get(doc, "message"));
-    snprintf(msg, sizeof msg, "%s", m ? m : "");
     if (json_integer_value(jc) != 200 || status != 200) {
-        fprintf(stderr, "memgrid ctl: %s answered %ld: %s\n", url, status, msg);
+        const char *m = json_string_value(json_object_get(doc, "message"));
+        if (m != NULL && m[0] != '\0')
+            fprintf(stderr, "memgrid ctl: %s\n", m);
+        else
+            fprintf(stderr, "memgrid ctl: %s answered HTTP %ld\n", url, status);
         goto done;
     }
-    *data = json_incref(json_object_get(doc, "data"));
-    *message = msg;
+    json_t *d = json_object_get(doc, "data");
+    *data = d != NULL ? json_incref(d) : json_null();
     code = MG_EXIT_OK;
 done:
     json_decref(doc);
     free(b.data);
     return code;
+}
+
+/* Prints data as one pretty JSON document; the exit code. */
+static int print_json(const json_t *data, size_t flags)
+{
+    char *text = json_dumps(data, JSON_INDENT(2) | JSON_ENCODE_ANY | flags);
+    if (text == NULL) {
+        fprintf(stderr, "memgrid ctl: out of memory\n");
+        return MG_EXIT_FAILURE;
+    }
+    printf("%s\n", text);
+    free(text);
+    return MG_EXIT_OK;
+}
+
+static int finish(int code)
+{
+    if (fflush(stdout) != 0 && code == MG_EXIT_OK)
+        return MG_EXIT_FAILURE;
+    return code;
+}
+
+/* ---- tables --------------------------------------------------------------- */
+
+#define TABLE_COLS_MAX 10
+
+/* Rows of text cells printed with aligned columns; the first row is the
+ * header. Cells are malloc'd. */
+typedef struct table {
+    size_t cols;
+    size_t n, cap; /* cells */
+    char **cells;
+} table;
+
+static void table_cell(table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void table_cell(table *t, const char *fmt, ...)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char **grown = realloc(t->cells, cap * sizeof *grown);
+        if (grown == NULL)
+            return; /* the cell is missing from the table; nothing worse */
+        t->cells = grown;
+        t->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    t->cells[t->n++] = s;
+}
+
+static void table_row(table *t, const char *const *cells)
+{
+    for (size_t i = 0; i < t->cols; i++)
+        table_cell(t, "%s", cells[i]);
+}
+
+/* Prints and frees the table; "  (none)" when it has no row under the header. */
+static void table_print(table *t)
+{
+    size_t width[TABLE_COLS_MAX] = {0};
+    for (size_t i = 0; i < t->n; i++) {
+        size_t l = t->cells[i] ? strlen(t->cells[i]) : 0;
+        if (l > width[i % t->cols])
+            width[i % t->cols] = l;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        size_t col = i % t->cols;
+        const char *s = t->cells[i] ? t->cells[i] : "";
+        if (col + 1 == t->cols || i + 1 == t->n)
+            printf("%s%s\n", col == 0 ? "  " : "", s);
+        else
+            printf("%s%-*s  ", col == 0 ? "  " : "", (int)width[col], s);
+    }
+    if (t->n <= t->cols)
+        printf("  (none)\n");
+    for (size_t i = 0; i < t->n; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    memset(t, 0, sizeof *t);
+}
+
+static long long jint(const json_t *obj, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(obj, key));
+}
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "-";
+}
+
+static const char *jbool(const json_t *obj, const char *key)
+{
+    const json_t *b = json_object_get(obj, key);
+    return json_is_true(b) ? "yes" : json_is_false(b) ? "no" : "-";
+}
+
+/* An array of integers as "1,2,3" into buf. */
+static const char *jlist(const json_t *obj, const char *key, char *buf, size_t cap)
+{
+    size_t i, len = 0;
+    const json_t *x;
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(obj, key), i, x)
+    {
+        int k = snprintf(buf + len, cap - len, "%s%lld", i ? "," : "",
+                         (long long)json_integer_value(x));
+        if (k < 0 || (size_t)k >= cap - len)
+            break;
+        len += (size_t)k;
+    }
+    return len ? buf : "-";
+}
+
+/* The leader column: a node id, "none" for 0. */
+static void cell_leader(table *t, const json_t *g)
+{
+    if (jint(g, "leader") == 0)
+        table_cell(t, "none");
+    else
+        table_cell(t, "%lld", jint(g, "leader"));
+}
+
+/* A data object whose shape is not what the API promises. */
+static int bad_answer(const char *path, json_t *data)
+{
+    fprintf(stderr, "memgrid ctl: %s answered data of an unexpected shape\n", path);
+    json_decref(data);
+    return MG_EXIT_FAILURE;
+}
+
+/* GET (body NULL) or POST body (taken), then print the JSON or call print;
+ * the exit code. */
+static int ask(const ctl_opts *o, const char *path, json_t *body, bool want_object,
+               void (*print)(const ctl_opts *o, const json_t *data))
+{
+    json_t *data = NULL;
+    int code = call_router(o, path, body, &data);
+    json_decref(body);
+    if (code != MG_EXIT_OK)
+        return code;
+    if (want_object ? !json_is_object(data) : !json_is_array(data))
+        return bad_answer(path, data);
+    code = o->json ? print_json(data, 0) : MG_EXIT_OK;
+    if (!o->json)
+        print(o, data);
+    json_decref(data);
+    return finish(code);
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+static void print_status(const json_t *d)
+{
+    size_t i, j;
+    const json_t *n, *g, *r;
+    bool healthy = json_is_true(json_object_get(d, "healthy"));
+    printf("cluster epoch %lld: %s\n", jint(d, "epoch"), healthy ? "healthy" : "NOT HEALTHY");
+    if (jint(d, "epoch") == 0)
+        printf("(not initialized: memgrid ctl init --groups G --replicas R)\n");
+    printf("\nnodes\n");
+    table t = {.cols = 6};
+    table_row(&t, (const char *const[]){"ID", "RPC", "UP", "STATE", "REPLICAS", "LEADERS"});
+    json_array_foreach(json_object_get(d, "nodes"), i, n)
+    {
+        table_cell(&t, "%lld", jint(n, "id"));
+        table_cell(&t, "%s", jstr(n, "rpc"));
+        table_cell(&t, "%s", jbool(n, "up"));
+        table_cell(&t, "%s", jstr(n, "state"));
+        table_cell(&t, "%lld", jint(n, "replicas"));
+        table_cell(&t, "%lld", jint(n, "leaders"));
+    }
+    table_print(&t);
+    printf("\ngroups\n");
+    t = (table){.cols = 7};
+    table_row(&t, (const char *const[]){"ID", "SLOTS", "LEADER", "TERM", "COMMIT", "APPLIED",
+                                        "REPLICAS (node:state lag)"});
+    json_array_foreach(json_object_get(d, "groups"), i, g)
+    {
+        table_cell(&t, "%lld", jint(g, "id"));
+        table_cell(&t, "%lld", jint(g, "slots"));
+        cell_leader(&t, g);
+        table_cell(&t, "%lld", jint(g, "term"));
+        table_cell(&t, "%lld", jint(g, "commit"));
+        table_cell(&t, "%lld", jint(g, "applied"));
+        char reps[1024] = "";
+        size_t len = 0;
+        json_array_foreach(json_object_get(g, "replicas"), j, r)
+        {
+            const char *st = jstr(r, "state");
+            int k;
+            if (strcmp(st, "leader") == 0 || strcmp(st, "down") == 0)
+                k = snprintf(reps + len, sizeof reps - len, "%s%lld:%s", j ? " " : "",
+                             jint(r, "node"), st);
+            else
+                k = snprintf(reps + len, sizeof reps - len, "%s%lld:%s %lld", j ? " " : "",
+                             jint(r, "node"), st, jint(r, "lag"));
+            if (k < 0 || (size_t)k >= sizeof reps - len)
+                break;
+            len += (size_t)k;
+        }
+        table_cell(&t, "%s", len ? reps : "-");
+    }
+    table_print(&t);
+}
+
+/* Why the cluster is not healthy, on stderr, from the same figures. */
+static void explain_unhealthy(const json_t *d)
+{
+    size_t i, j;
+    const json_t *n, *g, *r;
+    fprintf(stderr, "memgrid ctl: the cluster is not healthy");
+    const char *sep = ": ";
+    json_array_foreach(json_object_get(d, "nodes"), i, n)
+    {
+        if (!json_is_true(json_object_get(n, "up"))) {
+            fprintf(stderr, "%snode %lld is down", sep, jint(n, "id"));
+            sep = "; ";
+        }
+    }
+    json_array_foreach(json_object_get(d, "groups"), i, g)
+    {
+        if (jint(g, "leader") == 0) {
+            fprintf(stderr, "%sgroup %lld has no leader", sep, jint(g, "id"));
+            sep = "; ";
+        }
+        json_array_foreach(json_object_get(g, "replicas"), j, r)
+        {
+            if (jint(r, "lag") > 1000) {
+                fprintf(stderr, "%sgroup %lld: node %lld is %lld entries behind", sep,
+                        jint(g, "id"), jint(r, "node"), jint(r, "lag"));
+                sep = "; ";
+            }
+        }
+    }
+    fprintf(stderr, "\n");
+}
+
+static int ctl_status(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    (void)v;
+    json_t *data = NULL;
+    int code = call_router(o, "/admin/status", NULL, &data);
+    if (code != MG_EXIT_OK)
+        return code;
+    if (!json_is_object(data))
+        return bad_answer("/admin/status", data);
+    if (o->json)
+        code = print_json(data, 0);
+    else
+        print_status(data);
+    if (code == MG_EXIT_OK && !json_is_true(json_object_get(data, "healthy"))) {
+        explain_unhealthy(data);
+        code = MG_EXIT_FAILURE;
+    }
+    json_decref(data);
+    return finish(code);
+}
+
+/* ---- nodes, groups, slots ------------------------------------------------- */
+
+static void print_nodes(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    size_t i;
+    const json_t *n;
+    table t = {.cols = 7};
+    table_row(&t, (const char *const[]){"ID", "RPC", "SURVEY", "RAFT", "STATE", "UP", "REPLICAS"});
+    json_array_foreach(d, i, n)
+    {
+        char groups[512];
+        table_cell(&t, "%lld", jint(n, "id"));
+        table_cell(&t, "%s", jstr(n, "rpc"));
+        table_cell(&t, "%s", jstr(n, "survey"));
+        table_cell(&t, "%s", jstr(n, "raft"));
+        table_cell(&t, "%s", jstr(n, "state"));
+        table_cell(&t, "%s", jbool(n, "up"));
+        table_cell(&t, "%s", jlist(n, "replicas", groups, sizeof groups));
+    }
+    table_print(&t);
+}
+
+static int ctl_nodes(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    (void)v;
+    return ask(o, "/admin/nodes", NULL, false, print_nodes);
+}
+
+static void print_groups(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    size_t i;
+    const json_t *g;
+    table t = {.cols = 9};
+    table_row(&t, (const char *const[]){"ID", "REPLICAS", "LEADER", "TERM", "APPLIED", "SLOTS",
+                                        "RANGES", "MEMORIES", "CUBES"});
+    json_array_foreach(d, i, g)
+    {
+        char reps[256];
+        const char *ranges = jstr(g, "slot_ranges");
+        table_cell(&t, "%lld", jint(g, "id"));
+        table_cell(&t, "%s", jlist(g, "replicas", reps, sizeof reps));
+        cell_leader(&t, g);
+        table_cell(&t, "%lld", jint(g, "term"));
+        table_cell(&t, "%lld", jint(g, "applied"));
+        table_cell(&t, "%lld", jint(g, "slots"));
+        table_cell(&t, "%s", ranges[0] ? ranges : "-");
+        table_cell(&t, "%lld", jint(g, "memories"));
+        table_cell(&t, "%lld", jint(g, "cubes"));
+    }
+    table_print(&t);
+}
+
+static int ctl_groups(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    (void)v;
+    return ask(o, "/admin/groups", NULL, false, print_groups);
+}
+
+static void print_slot_ranges(const json_t *ranges)
+{
+    size_t i;
+    const json_t *r;
+    table t = {.cols = 3};
+    table_row(&t, (const char *const[]){"FIRST", "LAST", "GROUP"});
+    json_array_foreach(ranges, i, r)
+    {
+        table_cell(&t, "%lld", jint(r, "first"));
+        table_cell(&t, "%lld", jint(r, "last"));
+        table_cell(&t, "%lld", jint(r, "group"));
+    }
+    table_print(&t);
+}
+
+static void print_slots(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    const json_t *cube = json_object_get(d, "cube");
+    if (json_is_object(cube))
+        printf("cube %s: slot %lld, group %lld\n\n", jstr(cube, "id"), jint(cube, "slot"),
+               jint(cube, "group"));
+    printf("epoch %lld\n\nranges\n", jint(d, "epoch"));
+    print_slot_ranges(json_object_get(d, "ranges"));
+    printf("\ngroups\n");
+    size_t i;
+    const json_t *g;
+    table t = {.cols = 2};
+    table_row(&t, (const char *const[]){"GROUP", "SLOTS"});
+    json_array_foreach(json_object_get(d, "groups"), i, g)
+    {
+        table_cell(&t, "%lld", jint(g, "group"));
+        table_cell(&t, "%lld", jint(g, "slots"));
+    }
+    table_print(&t);
+}
+
+static int ctl_slots(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    if (!v->set[0])
+        return ask(o, "/admin/slots", NULL, true, print_slots);
+    CURL *curl = curl_easy_init();
+    char *esc = curl ? curl_easy_escape(curl, v->text[0], 0) : NULL;
+    char path[512];
+    int n = esc ? snprintf(path, sizeof path, "/admin/slots/%s", esc) : -1;
+    curl_free(esc);
+    curl_easy_cleanup(curl);
+    if (n < 0)
+        return MG_EXIT_FAILURE;
+    if ((size_t)n >= sizeof path)
+        return usage_error(c, "--cube \"%s\" is too long", v->text[0]);
+    return ask(o, path, NULL, true, print_slots);
 }
 
 /* ---- stats ---------------------------------------------------------------- */
@@ -246,12 +903,12 @@ static void print_ms(double ms)
         printf(" %9.0f", ms);
 }
 
-static void print_row(const char *name, const json_t *row, bool errors)
+static void print_stats_row(const char *name, const json_t *row, bool errors)
 {
     static const char *const keys[] = {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"};
-    printf("  %-40s %9lld", name, (long long)json_integer_value(json_object_get(row, "count")));
+    printf("  %-40s %9lld", name, jint(row, "count"));
     if (errors)
-        printf(" %7lld", (long long)json_integer_value(json_object_get(row, "errors")));
+        printf(" %7lld", jint(row, "errors"));
     else
         printf(" %7s", "");
     for (size_t i = 0; i < 5; i++)
@@ -259,33 +916,30 @@ static void print_row(const char *name, const json_t *row, bool errors)
     printf("\n");
 }
 
-static void print_header(const char *title)
+static void print_stats_header(const char *title)
 {
     printf("%-42s %9s %7s %9s %9s %9s %9s %9s\n", title, "count", "errors", "p50 ms", "p90 ms",
            "p99 ms", "p99.9 ms", "max ms");
 }
 
-static void print_table(const ctl_opts *o, const json_t *d)
+static void print_stats(const ctl_opts *o, const json_t *d)
 {
     const json_t *cl = json_object_get(d, "cluster");
     printf("router %s: %lld of %lld nodes answered; %lld groups led, %lld memories in %lld "
            "cubes\n\n",
-           o->router, (long long)json_integer_value(json_object_get(cl, "nodes_up")),
-           (long long)json_integer_value(json_object_get(cl, "nodes")),
-           (long long)json_integer_value(json_object_get(cl, "leaders")),
-           (long long)json_integer_value(json_object_get(cl, "memories")),
-           (long long)json_integer_value(json_object_get(cl, "cubes")));
+           o->router, jint(cl, "nodes_up"), jint(cl, "nodes"), jint(cl, "leaders"),
+           jint(cl, "memories"), jint(cl, "cubes"));
     const json_t *endpoints = json_object_get(d, "endpoints");
     const json_t *stages = json_object_get(d, "stages");
     size_t i, j;
     const json_t *row, *st;
-    print_header("endpoint (router)");
+    print_stats_header("endpoint (router)");
     if (json_array_size(endpoints) == 0)
         printf("  (no requests yet)\n");
     json_array_foreach(endpoints, i, row)
     {
         const char *ep = json_string_value(json_object_get(row, "endpoint"));
-        print_row(ep ? ep : "?", row, true);
+        print_stats_row(ep ? ep : "?", row, true);
         json_array_foreach(stages, j, st)
         {
             const char *sep = json_string_value(json_object_get(st, "endpoint"));
@@ -294,96 +948,260 @@ static void print_table(const ctl_opts *o, const json_t *d)
                 continue;
             char label[64];
             snprintf(label, sizeof label, "  %s", name);
-            print_row(label, st, false);
+            print_stats_row(label, st, false);
         }
     }
     const json_t *ops = json_object_get(d, "ops");
     printf("\n");
-    print_header("op (nodes, merged)");
+    print_stats_header("op (nodes, merged)");
     if (json_array_size(ops) == 0)
         printf("  (none)\n");
     json_array_foreach(ops, i, row)
     {
         const char *op = json_string_value(json_object_get(row, "op"));
-        print_row(op ? op : "?", row, true);
+        print_stats_row(op ? op : "?", row, true);
     }
     const json_t *ns = json_object_get(d, "node_stages");
     if (json_array_size(ns) > 0) {
         printf("\n");
-        print_header("node stage (merged)");
+        print_stats_header("node stage (merged)");
         json_array_foreach(ns, i, row)
         {
             const char *name = json_string_value(json_object_get(row, "stage"));
-            print_row(name ? name : "?", row, false);
+            print_stats_row(name ? name : "?", row, false);
         }
     }
 }
 
-static int ctl_stats(const ctl_opts *o)
+static int ctl_stats(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
+    (void)c;
+    (void)v;
     json_t *data = NULL;
-    const char *message = NULL;
-    int code = get_enveloped(o, "/admin/stats", &data, &message);
+    int code = call_router(o, "/admin/stats", NULL, &data);
     if (code != MG_EXIT_OK)
         return code;
-    if (!json_is_object(data)) {
-        fprintf(stderr, "memgrid ctl: /admin/stats answered no stats\n");
-        json_decref(data);
-        return MG_EXIT_FAILURE;
-    }
-    const json_t *nodes = json_object_get(data, "nodes");
+    if (!json_is_object(data))
+        return bad_answer("/admin/stats", data);
     size_t i;
     const json_t *n;
-    json_array_foreach(nodes, i, n)
+    json_array_foreach(json_object_get(data, "nodes"), i, n)
     {
         if (!json_is_true(json_object_get(n, "up")))
             fprintf(stderr,
                     "memgrid ctl: warning: node %lld did not answer (%s); its figures "
                     "are missing\n",
-                    (long long)json_integer_value(json_object_get(n, "node")),
-                    json_string_value(json_object_get(n, "error"))
-                        ? json_string_value(json_object_get(n, "error"))
-                        : "?");
+                    jint(n, "node"), jstr(n, "error"));
     }
-    if (o->json) {
-        char *text = json_dumps(data, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
-        if (text == NULL) {
-            fprintf(stderr, "memgrid ctl: out of memory\n");
-            json_decref(data);
-            return MG_EXIT_FAILURE;
-        }
-        printf("%s\n", text);
-        free(text);
-    } else {
-        print_table(o, data);
-    }
+    if (o->json)
+        code = print_json(data, JSON_REAL_PRECISION(6));
+    else
+        print_stats(o, data);
     json_decref(data);
-    return fflush(stdout) == 0 ? MG_EXIT_OK : MG_EXIT_FAILURE;
+    return finish(code);
 }
+
+/* ---- changes -------------------------------------------------------------- */
+
+/* The map as /admin/map and /admin/init answer it. */
+static void print_map(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    size_t i;
+    const json_t *n, *g;
+    printf("cluster map, epoch %lld\n\nnodes\n", jint(d, "epoch"));
+    table t = {.cols = 5};
+    table_row(&t, (const char *const[]){"ID", "RPC", "SURVEY", "RAFT", "STATE"});
+    json_array_foreach(json_object_get(d, "nodes"), i, n)
+    {
+        table_cell(&t, "%lld", jint(n, "id"));
+        table_cell(&t, "%s", jstr(n, "rpc"));
+        table_cell(&t, "%s", jstr(n, "survey"));
+        table_cell(&t, "%s:%lld", jstr(n, "raft_host"), jint(n, "raft_port"));
+        table_cell(&t, "%s", jstr(n, "state"));
+    }
+    table_print(&t);
+    printf("\ngroups\n");
+    t = (table){.cols = 3};
+    table_row(&t, (const char *const[]){"ID", "REPLICAS", "SLOTS"});
+    json_array_foreach(json_object_get(d, "groups"), i, g)
+    {
+        char reps[256];
+        table_cell(&t, "%lld", jint(g, "id"));
+        table_cell(&t, "%s", jlist(g, "replicas", reps, sizeof reps));
+        table_cell(&t, "%lld", jint(g, "slots"));
+    }
+    table_print(&t);
+    printf("\nslots\n");
+    print_slot_ranges(json_object_get(d, "slots"));
+}
+
+static int ctl_init(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    json_t *body =
+        json_pack("{s:I, s:I}", "groups", (json_int_t)v->num[0], "replicas", (json_int_t)v->num[1]);
+    if (body == NULL)
+        return MG_EXIT_FAILURE;
+    if (v->set[2]) {
+        json_t *nodes = json_array();
+        json_object_set_new(body, "nodes", nodes);
+        for (const char *p = v->text[2];; p++) {
+            const char *end = strchr(p, ',');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            while (len > 0 && (*p == ' ' || *p == '\t'))
+                p++, len--;
+            while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+                len--;
+            if (len == 0) {
+                json_decref(body);
+                return usage_error(c, "--nodes \"%s\" has an empty entry", v->text[2]);
+            }
+            if (json_array_append_new(nodes, json_stringn(p, len)) != 0) {
+                json_decref(body);
+                return usage_error(c, "--nodes \"%s\" is not UTF-8 text", v->text[2]);
+            }
+            if (end == NULL)
+                break;
+            p = end;
+        }
+    }
+    return ask(o, "/admin/init", body, true, print_map);
+}
+
+static void print_added(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    printf("added node %lld: rpc %s, survey %s, raft %s:%lld (%s)\n", jint(d, "id"), jstr(d, "rpc"),
+           jstr(d, "survey"), jstr(d, "raft_host"), jint(d, "raft_port"), jstr(d, "state"));
+}
+
+static int ctl_add_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    json_t *body = json_pack("{s:s}", "rpc", v->text[0]);
+    if (body == NULL)
+        return usage_error(c, "--rpc \"%s\" is not UTF-8 text", v->text[0]);
+    return ask(o, "/admin/nodes", body, true, print_added);
+}
+
+static void print_removed(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    size_t i;
+    const json_t *m;
+    printf("node removed; replicas moved:\n");
+    table t = {.cols = 3};
+    table_row(&t, (const char *const[]){"GROUP", "FROM", "TO"});
+    json_array_foreach(json_object_get(d, "moved"), i, m)
+    {
+        table_cell(&t, "%lld", jint(m, "group"));
+        table_cell(&t, "%lld", jint(m, "from"));
+        table_cell(&t, "%lld", jint(m, "to"));
+    }
+    table_print(&t);
+}
+
+static int ctl_remove_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    return ask(o, "/admin/nodes/remove", json_pack("{s:I}", "id", (json_int_t)v->num[0]), true,
+               print_removed);
+}
+
+static void print_leader(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    printf("group %lld: leader node %lld\n", jint(d, "group"), jint(d, "leader"));
+}
+
+static int ctl_transfer_leader(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    json_t *body = json_pack("{s:I, s:I}", "group", (json_int_t)v->num[0], "to",
+                             (json_int_t)(v->set[1] ? v->num[1] : 0));
+    return ask(o, "/admin/transfer-leader", body, true, print_leader);
+}
+
+static void print_replicas(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    char reps[256];
+    printf("group %lld: replicas on nodes %s\n", jint(d, "group"),
+           jlist(d, "replicas", reps, sizeof reps));
+}
+
+static int ctl_move_replica(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    if (v->num[1] == v->num[2])
+        return usage_error(c, "--from and --to name the same node (%u)", v->num[1]);
+    json_t *body = json_pack("{s:I, s:I, s:I}", "group", (json_int_t)v->num[0], "from",
+                             (json_int_t)v->num[1], "to", (json_int_t)v->num[2]);
+    return ask(o, "/admin/move-replica", body, true, print_replicas);
+}
+
+static void print_rebalanced(const ctl_opts *o, const json_t *d)
+{
+    (void)o;
+    size_t i;
+    const json_t *m;
+    printf("rebalanced: map epoch %lld", jint(d, "epoch"));
+    if (json_is_integer(json_object_get(d, "new_group")))
+        printf(", new group %lld", jint(d, "new_group"));
+    printf("\n");
+    table t = {.cols = 5};
+    table_row(&t, (const char *const[]){"FROM", "TO", "SLOTS", "CUBES", "MEMORIES"});
+    json_array_foreach(json_object_get(d, "moved"), i, m)
+    {
+        table_cell(&t, "%lld", jint(m, "from"));
+        table_cell(&t, "%lld", jint(m, "to"));
+        table_cell(&t, "%lld", jint(m, "slots"));
+        table_cell(&t, "%lld", jint(m, "cubes"));
+        table_cell(&t, "%lld", jint(m, "memories"));
+    }
+    table_print(&t);
+}
+
+static int ctl_rebalance(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    enum { TO_GROUP, NEW_GROUP, REPLICAS, SLOTS };
+    if (v->set[TO_GROUP] && v->set[NEW_GROUP])
+        return usage_error(c, "--to-group and --new-group exclude each other");
+    if (v->set[REPLICAS] && !v->set[NEW_GROUP])
+        return usage_error(c, "--replicas applies only with --new-group");
+    if (v->set[SLOTS]) {
+        mg_slotset s;
+        mg_error err;
+        if (mg_slotset_parse(v->text[SLOTS], &s, &err) != MG_OK)
+            return usage_error(c, "--slots \"%s\": %s", v->text[SLOTS], err.msg);
+        if (mg_slotset_count(&s) == 0)
+            return usage_error(c, "--slots \"%s\" names no slot", v->text[SLOTS]);
+    }
+    json_t *body = json_object();
+    if (v->set[TO_GROUP])
+        json_object_set_new(body, "to_group", json_integer((json_int_t)v->num[TO_GROUP]));
+    if (v->set[NEW_GROUP])
+        json_object_set_new(body, "new_group", json_true());
+    if (v->set[REPLICAS])
+        json_object_set_new(body, "replicas", json_integer((json_int_t)v->num[REPLICAS]));
+    if (v->set[SLOTS])
+        json_object_set_new(body, "slots", json_string(v->text[SLOTS]));
+    return ask(o, "/admin/rebalance", body, true, print_rebalanced);
+}
+
+/* ---- main ----------------------------------------------------------------- */
 
 int mg_cmd_ctl(int argc, char **argv)
 {
     ctl_opts o;
-    int rc = parse_args(argc, argv, &o);
+    ctl_vals v;
+    const ctl_command *c;
+    int rc = parse_args(argc, argv, &o, &c, &v);
     if (rc != 0)
         return rc < 0 ? MG_EXIT_OK : rc;
-    for (size_t i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(o.command, commands[i].name) != 0)
-            continue;
-        if (commands[i].run == NULL) {
-            fprintf(stderr,
-                    "memgrid ctl %s: not yet available in this build (only `memgrid ctl stats` "
-                    "is)\n",
-                    o.command);
-            return MG_EXIT_USAGE;
-        }
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-            fprintf(stderr, "memgrid ctl: cannot initialise libcurl\n");
-            return MG_EXIT_FAILURE;
-        }
-        rc = commands[i].run(&o);
-        curl_global_cleanup();
-        return rc;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "memgrid ctl: cannot initialise libcurl\n");
+        return MG_EXIT_FAILURE;
     }
-    return usage_error("unknown command \"%s\"", o.command);
+    rc = c->run(&o, c, &v);
+    curl_global_cleanup();
+    return rc;
 }

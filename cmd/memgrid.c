@@ -19,9 +19,9 @@ typedef struct subcommand {
 static const subcommand subcommands[] = {
     {"serve", "router and node in one process: the MemOS-compatible API on one machine",
      mg_cmd_serve},
-    {"node", "a data node hosting replicas of shard groups (static topology)", mg_cmd_node},
+    {"node", "a data node hosting replicas of shard groups", mg_cmd_node},
     {"router", "a stateless API front end for a cluster", mg_cmd_router},
-    {"ctl", "the cluster admin CLI (stats; the rest not yet available)", mg_cmd_ctl},
+    {"ctl", "the cluster admin CLI: status, nodes, groups, slots, init, membership, rebalance", mg_cmd_ctl},
     {"bench", "the benchmark harness (memgrid or Python MemOS)", mg_cmd_bench},
     {"migrate", "import, export, pull and verify MemOS cubes", NULL},
 };

@@ -1,13 +1,13 @@
 /*
- * memgrid router: the MemOS-compatible HTTP API in front of a cluster with
- * a static topology (cmd/topology.h, docs/OPERATIONS.md). It dials every
- * node of the topology and places cubes with the even split of the 4096
- * slots over the data groups; leader hints (raft ids, which are node ids)
- * move its guesses. It keeps no data: run as many as you like.
+ * memgrid router: the MemOS-compatible HTTP API in front of a cluster. It is
+ * started with the rpc URLs of some nodes (seeds); from them it learns the
+ * cluster map (lib/cmap.h) held by the meta group: which nodes exist, where
+ * each group's replicas are and which group owns each of the 4096 slots. It
+ * routes every request by that map and refreshes it when a node says it is
+ * stale. It keeps no data: run as many as you like.
  */
 #include "memgrid.h"
 #include "common.h"
-#include "topology.h"
 
 #include "../lib/log.h"
 #include "../router/embed.h"
@@ -20,19 +20,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ROUTER_SEEDS_MAX 16
+
 static void router_usage(FILE *out)
 {
     fprintf(out,
-            "usage: memgrid router --config FILE [--listen HOST:PORT] [options]\n\n"
+            "usage: memgrid router --seeds URL[,URL...] [--listen HOST:PORT] [options]\n\n"
             "Runs a stateless API front end for a memgrid cluster: the MemOS-compatible\n"
             "HTTP API, placing each cube on its shard group and sending writes to the\n"
             "group's leader and searches to the nodes. Any number of routers may front one\n"
             "cluster. SIGINT/SIGTERM stop it after the requests in flight.\n\n"
+            "The router finds the cluster through its seeds, the rpc URLs of some of its\n"
+            "nodes (`memgrid node --rpc`): it asks them for the cluster map, which the meta\n"
+            "group holds and which names every node, every shard group's replicas and the\n"
+            "group owning each of the 4096 slots. It routes by that map and fetches a new\n"
+            "one whenever a node says it is stale (after `memgrid ctl` moved a replica or\n"
+            "rebalanced slots), so the seeds only need to be reachable at start. Until the\n"
+            "cluster is initialized (`memgrid ctl init`), the product endpoints answer 503\n"
+            "\"cluster not initialized\"; the router picks the map up as soon as it exists.\n\n"
             "options (each also read from the environment variable shown):\n"
-            "  --config FILE          the cluster topology, JSON (MEMGRID_CONFIG; required);\n"
-            "                         the format is in docs/OPERATIONS.md\n"
+            "  --seeds URL[,URL...]   rpc URLs of nodes, e.g. tcp://10.0.0.1:7110\n"
+            "                         (MEMGRID_SEEDS; required, at most %d)\n"
             "  --listen HOST:PORT     HTTP address (MEMGRID_LISTEN; default 127.0.0.1:8000);\n"
             "                         port 0 picks a free port (printed when ready)\n"
+            "  --map-cache FILE       keep a copy of the cluster map in FILE (MEMGRID_MAP_CACHE):\n"
+            "                         loaded at start, so a restarted router routes at once\n"
+            "                         even when the meta group is slow to answer; replaced\n"
+            "                         (atomically) whenever the map changes\n"
             "  --log LEVEL            debug|info|warn|error|off (MEMGRID_LOG; default info)\n"
             "  --workers N            requests waiting on the cluster at once\n"
             "                         (MEMGRID_WORKERS; default 64)\n"
@@ -42,18 +56,25 @@ static void router_usage(FILE *out)
             "  --survey-timeout-ms N  one search survey round; a group not answered is\n"
             "                         asked once more on another replica\n"
             "                         (MEMGRID_SURVEY_TIMEOUT_MS; default 2000)\n"
+            "  --config FILE          read options from FILE, lines \"key = value\" with the\n"
+            "                         long option names (MEMGRID_CONFIG); the command line\n"
+            "                         wins over the file, the file over the environment\n"
             "  -h, --help             this help\n\n"
             "The embedder and chat model come from the environment, as for `memgrid serve`\n"
             "(MEMGRID_EMBEDDER, MEMGRID_EMBED_URL, MEMGRID_EMBED_MODEL, MEMGRID_EMBED_DIM,\n"
             "MEMGRID_CHAT_URL, ...; docs/EMBEDDERS.md). Every router of a cluster must use\n"
             "the same embedder.\n\n"
             "When ready it prints one line:\n"
-            "  memgrid router: listening on http://127.0.0.1:8000 (3 nodes, 3 data groups)\n\n"
-            "exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage error\n");
+            "  memgrid router: listening on http://127.0.0.1:8000 (2 seeds, map epoch 3)\n\n"
+            "exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage error\n",
+            ROUTER_SEEDS_MAX);
 }
 
 typedef struct router_opts {
-    const char *config;
+    char *seeds_text;               /* malloc'd copy, split in place */
+    const char *seeds[ROUTER_SEEDS_MAX];
+    size_t n_seeds;
+    const char *map_cache;
     const char *log;
     char host[64];
     unsigned port;
@@ -67,9 +88,32 @@ typedef struct router_flag {
     int (*set)(router_opts *o, const char *v);
 } router_flag;
 
-static int set_config(router_opts *o, const char *v)
+/* "URL[,URL...]": spaces around commas allowed, empty entries refused. */
+static int set_seeds(router_opts *o, const char *v)
 {
-    o->config = v;
+    free(o->seeds_text);
+    o->n_seeds = 0;
+    o->seeds_text = strdup(v);
+    if (o->seeds_text == NULL)
+        return -1;
+    for (char *tok = o->seeds_text, *next; tok != NULL; tok = next) {
+        next = strchr(tok, ',');
+        if (next != NULL)
+            *next++ = '\0';
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t len = strlen(tok);
+        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+            tok[--len] = '\0';
+        if (len == 0 || strstr(tok, "://") == NULL || o->n_seeds == ROUTER_SEEDS_MAX)
+            return -1;
+        o->seeds[o->n_seeds++] = tok;
+    }
+    return o->n_seeds > 0 ? 0 : -1;
+}
+static int set_map_cache(router_opts *o, const char *v)
+{
+    o->map_cache = v;
     return *v ? 0 : -1;
 }
 static int set_listen(router_opts *o, const char *v)
@@ -99,8 +143,9 @@ static int set_survey_timeout(router_opts *o, const char *v)
 }
 
 static const router_flag router_flags[] = {
-    {"--config", "MEMGRID_CONFIG", set_config},
+    {"--seeds", "MEMGRID_SEEDS", set_seeds},
     {"--listen", "MEMGRID_LISTEN", set_listen},
+    {"--map-cache", "MEMGRID_MAP_CACHE", set_map_cache},
     {"--log", NULL, set_log}, /* MEMGRID_LOG is read by lib/log itself */
     {"--workers", "MEMGRID_WORKERS", set_workers},
     {"--http-threads", "MEMGRID_HTTP_THREADS", set_http_threads},
@@ -108,6 +153,13 @@ static const router_flag router_flags[] = {
     {"--survey-timeout-ms", "MEMGRID_SURVEY_TIMEOUT_MS", set_survey_timeout},
 };
 #define N_ROUTER_FLAGS (sizeof router_flags / sizeof router_flags[0])
+
+/* Keys of the config file: the long options without "--". */
+static const char *const known_keys[] = {
+    "seeds",        "listen",          "map-cache",         "log",
+    "workers",      "http-threads",    "call-timeout-ms",   "survey-timeout-ms",
+    NULL,
+};
 
 /* 0 ok, 1 help printed, -1 usage error (printed). */
 static int router_parse(int argc, char **argv, router_opts *o)
@@ -150,8 +202,8 @@ static int router_parse(int argc, char **argv, router_opts *o)
             return -1;
         }
     }
-    if (o->config == NULL) {
-        fprintf(stderr, "memgrid router: --config is required (see memgrid router --help)\n");
+    if (o->n_seeds == 0) {
+        fprintf(stderr, "memgrid router: --seeds is required (see memgrid router --help)\n");
         return -1;
     }
     return 0;
@@ -159,51 +211,48 @@ static int router_parse(int argc, char **argv, router_opts *o)
 
 int mg_cmd_router(int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++) /* help even when the config file is broken */
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            router_usage(stdout);
+            return MG_EXIT_OK;
+        }
+    int erc = mg_cmd_config_expand("router", known_keys, &argc, &argv);
+    if (erc != MG_EXIT_OK)
+        return erc;
     router_opts o;
     int pr = router_parse(argc, argv, &o);
-    if (pr != 0)
+    if (pr != 0) {
+        free(o.seeds_text);
         return pr > 0 ? MG_EXIT_OK : MG_EXIT_USAGE;
+    }
     mg_cmd_apply_log(o.log);
-
-    static mg_topology topo;
-    int rc = mg_cmd_load_topology("router", o.config, &topo);
-    if (rc != MG_EXIT_OK)
-        return rc;
 
     sigset_t stop_set;
     mg_cmd_block_stop_signals(&stop_set);
 
     mg_embedder_config ec;
     mg_llm_config lc;
-    if (mg_cmd_models_from_env("router", &ec, &lc) != MG_EXIT_OK)
+    if (mg_cmd_models_from_env("router", &ec, &lc) != MG_EXIT_OK) {
+        free(o.seeds_text);
         return MG_EXIT_USAGE;
+    }
     mg_embedder *emb;
     mg_llm *llm;
-    if (mg_cmd_models_open("router", &ec, &lc, &emb, &llm) != MG_EXIT_OK)
+    if (mg_cmd_models_open("router", &ec, &lc, &emb, &llm) != MG_EXIT_OK) {
+        free(o.seeds_text);
         return MG_EXIT_FAILURE;
+    }
     mg_error err;
     mg_router *router = NULL;
     int code = MG_EXIT_FAILURE;
-
-    static mg_router_node nodes[MG_TOPO_NODES_MAX];
-    for (size_t i = 0; i < topo.n_nodes; i++)
-        nodes[i] = (mg_router_node){.node_id = topo.nodes[i].id,
-                                    .rpc_url = topo.nodes[i].rpc,
-                                    .survey_url = topo.nodes[i].survey};
-    /* First guess for a group's leader: its first replica (hints correct it). */
-    static uint64_t group_nodes[MG_TOPO_GROUPS_MAX];
-    for (size_t i = 0; i < topo.n_groups; i++)
-        group_nodes[topo.groups[i].id] = topo.groups[i].replicas[0];
 
     mg_router_config rc_;
     mg_router_config_default(&rc_);
     rc_.listen_host = o.host;
     rc_.listen_port = (uint16_t)o.port;
-    rc_.nodes = nodes;
-    rc_.n_nodes = topo.n_nodes;
-    rc_.n_data_groups = topo.n_data_groups;
-    rc_.group_nodes = group_nodes;
-    rc_.n_group_nodes = topo.n_groups;
+    rc_.seeds = o.seeds;
+    rc_.n_seeds = o.n_seeds;
+    rc_.map_cache = o.map_cache;
     rc_.embedder = emb;
     rc_.llm = llm;
     rc_.version = MEMGRID_VERSION;
@@ -220,8 +269,16 @@ int mg_cmd_router(int argc, char **argv)
         fprintf(stderr, "memgrid router: %s\n", err.msg);
         goto done;
     }
-    mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu nodes, %u data groups)\n",
-                 o.host, (unsigned)mg_router_port(router), topo.n_nodes, topo.n_data_groups);
+    unsigned long long epoch = (unsigned long long)mg_router_epoch(router);
+    if (epoch == 0)
+        mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu seed%s, cluster not "
+                     "initialized yet: run memgrid ctl init)\n",
+                     o.host, (unsigned)mg_router_port(router), o.n_seeds,
+                     o.n_seeds == 1 ? "" : "s");
+    else
+        mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu seed%s, map epoch %llu)\n",
+                     o.host, (unsigned)mg_router_port(router), o.n_seeds,
+                     o.n_seeds == 1 ? "" : "s", epoch);
 
     mg_cmd_wait_stop(&stop_set, "router.stop");
     code = MG_EXIT_OK;
@@ -229,6 +286,7 @@ done:
     mg_router_stop(router);
     mg_llm_close(llm);
     mg_embedder_close(emb);
+    free(o.seeds_text);
     if (code == MG_EXIT_OK)
         fprintf(stderr, "memgrid router: stopped\n");
     return code;

@@ -8,9 +8,15 @@
  * has it.
  *
  * Raft (raft_uv_tcp) listens on a loopback TCP port per group even in one
- * process; the ports are remembered in <data>/serve.ports and reused when
- * still free, and otherwise picked anew (a single-voter group does not dial
- * its own address).
+ * process: group G on base + G (the cluster map's rule, lib/cmap.h), five
+ * contiguous ports remembered in <data>/serve.ports and reused when still
+ * free, and otherwise picked anew (a single-voter group does not dial its
+ * own address).
+ *
+ * The router finds the node through its rpc URL (its seed) and, at the
+ * first start, initializes the cluster as `memgrid ctl init` would (one
+ * replica per group, the slots split over groups 1..4); later starts find
+ * the map in the meta group and keep it.
  */
 #include "memgrid.h"
 #include "common.h"
@@ -121,7 +127,19 @@ static unsigned free_port(unsigned want)
     return 0;
 }
 
-/* Raft ports: those remembered in <data>/serve.ports when still free. */
+/* Whether base .. base + SERVE_GROUPS - 1 can all be bound now. */
+static bool ports_free(unsigned base)
+{
+    if (base == 0 || base + SERVE_GROUPS - 1 > 65535)
+        return false;
+    for (unsigned g = 0; g < SERVE_GROUPS; g++)
+        if (free_port(base + g) != base + g)
+            return false;
+    return true;
+}
+
+/* Raft ports, base + G for group G: those remembered in <data>/serve.ports
+ * when still free, else a new free run. */
 static int raft_ports(const char *data, unsigned ports[SERVE_GROUPS], mg_error *err)
 {
     char path[PATH_MAX];
@@ -134,14 +152,20 @@ static int raft_ports(const char *data, unsigned ports[SERVE_GROUPS], mg_error *
                 old[i] = 0;
         fclose(f);
     }
-    for (int i = 0; i < SERVE_GROUPS; i++) {
-        ports[i] = free_port(old[i]);
-        if (ports[i] == 0)
-            return mg_error_set(err, MG_EIO, "no free loopback port for the raft of group %d", i);
-        for (int j = 0; j < i; j++)
-            if (ports[j] == ports[i])
-                ports[i] = free_port(0);
+    bool contiguous = true;
+    for (int i = 1; i < SERVE_GROUPS; i++)
+        contiguous &= old[i] == old[0] + (unsigned)i;
+    unsigned base = contiguous && ports_free(old[0]) ? old[0] : 0;
+    for (int attempt = 0; base == 0 && attempt < 64; attempt++) {
+        unsigned p = free_port(0);
+        if (p != 0 && ports_free(p))
+            base = p;
     }
+    if (base == 0)
+        return mg_error_set(err, MG_EIO, "no %d free contiguous loopback ports for raft",
+                            SERVE_GROUPS);
+    for (int i = 0; i < SERVE_GROUPS; i++)
+        ports[i] = base + (unsigned)i;
     f = fopen(path, "w");
     if (f == NULL)
         return mg_error_set(err, MG_EIO, "cannot write %s: %s", path, strerror(errno));
@@ -315,10 +339,10 @@ int mg_cmd_serve(int argc, char **argv)
     mg_group_peer peers[SERVE_GROUPS];
     mg_node_group groups[SERVE_GROUPS];
     for (int i = 0; i < SERVE_GROUPS; i++) {
-        peers[i].id = 1;
+        peers[i].id = SERVE_NODE_ID; /* raft id = node id (lib/cmap.h) */
         snprintf(peers[i].address, sizeof peers[i].address, "127.0.0.1:%u", ports[i]);
         groups[i] = (mg_node_group){.group_id = (uint64_t)i,
-                                    .replica_id = 1,
+                                    .replica_id = SERVE_NODE_ID,
                                     .address = peers[i].address,
                                     .bootstrap = &peers[i],
                                     .n_bootstrap = 1};
@@ -331,6 +355,8 @@ int mg_cmd_serve(int argc, char **argv)
                          .respondent_url = survey_url,
                          .groups = groups,
                          .n_groups = SERVE_GROUPS,
+                         .raft_host = "127.0.0.1",
+                         .raft_port = ports[0],
                          /* One context per request the router may have in flight
                           * (its workers), with room: a survey that finds every
                           * respondent context busy waits in nng's pipe queue,
@@ -347,14 +373,13 @@ int mg_cmd_serve(int argc, char **argv)
         goto done;
     }
 
-    mg_router_node rn = {.node_id = SERVE_NODE_ID, .rpc_url = rep_url, .survey_url = survey_url};
+    const char *seeds[] = {rep_url};
     mg_router_config rc;
     mg_router_config_default(&rc);
     rc.listen_host = o.host;
     rc.listen_port = (uint16_t)o.port;
-    rc.nodes = &rn;
-    rc.n_nodes = 1;
-    rc.n_data_groups = SERVE_DATA_GROUPS;
+    rc.seeds = seeds;
+    rc.n_seeds = 1;
     rc.embedder = emb;
     rc.llm = llm;
     rc.version = MEMGRID_VERSION;
@@ -366,6 +391,14 @@ int mg_cmd_serve(int argc, char **argv)
         fprintf(stderr, "memgrid serve: %s\n", err.msg);
         goto done;
     }
+    /* The cluster map: made at the first start, kept afterwards. */
+    bool created = false;
+    if (mg_router_init_cluster(router, SERVE_DATA_GROUPS, 1, &created, &err) != MG_OK) {
+        fprintf(stderr, "memgrid serve: cluster init: %s\n", err.msg);
+        goto done;
+    }
+    if (created)
+        mg_info("serve.init", "groups=%d replicas=1", SERVE_DATA_GROUPS);
     mg_cmd_ready("memgrid serve: listening on http://%s:%u (data %s)\n", o.host,
                  (unsigned)mg_router_port(router), o.data);
 

@@ -8,6 +8,9 @@ static const char *const op_names[MG_OP_COUNT_] = {
     [MG_OP_MEM_LIST] = "mem_list",   [MG_OP_MEM_COUNT] = "mem_count",
     [MG_OP_USER_GET] = "user_get",   [MG_OP_SEARCH] = "search",
     [MG_OP_STATUS] = "status",       [MG_OP_STATS] = "stats",
+    [MG_OP_META_GET] = "meta_get",   [MG_OP_NODE_INFO] = "node_info",
+    [MG_OP_GROUP_OPEN] = "group_open", [MG_OP_GROUP_CLOSE] = "group_close",
+    [MG_OP_GROUP_MEMBER] = "group_member", [MG_OP_BARRIER] = "barrier",
 };
 
 const char *mg_wire_op_name(int op)

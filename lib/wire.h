@@ -27,8 +27,10 @@
  *   MEM_GET    {"cube_id": str|nil, "ids": [bin16, ...]}
  *                                            → [{"cube_id": str, "record": bin,
  *                                                "vec": bin|nil}, ...] (found ones only)
- *   MEM_LIST   {"cube_id": str, "filter": map|nil, "after": bin16|nil, "limit": uint}
- *                                            → {"records": [bin, ...], "more": bool}
+ *   MEM_LIST   {"cube_id": str, "filter": map|nil, "after": bin16|nil, "limit": uint,
+ *               "vecs": bool (optional)}     → {"records": [bin, ...], "more": bool,
+ *                                               "vecs": [bin f32 | nil, ...] (with
+ *                                               "vecs": true; as stored)} in id order
  *   MEM_COUNT  {"cube_id": str}              → uint
  *   USER_GET   {"user_id": str}              → user record
  *   SEARCH     {"vec": bin f32, "k": uint, "scan": uint, "strong": bool, "vecs": bool,
@@ -56,6 +58,38 @@
  *                                              (memories and cubes of the groups the node
  *                                               leads; see node/node.h)
  *
+ * Cluster ops (the meta group and membership; docs/ARCHITECTURE.md "Meta
+ * group"). All are internal (user ""); "group" in the envelope is the
+ * group concerned (0 for NODE_INFO).
+ *
+ *   META_GET   {"follower": bool (optional)} to group 0's leader
+ *                                            → {"epoch": uint, "map": bin (lib/cmap.h
+ *                                               encoding) | nil before `ctl init`}
+ *   NODE_INFO  {} to one node                → {"node": uint, "rpc": str, "survey": str,
+ *                                               "raft_host": str, "raft_port": uint,
+ *                                               "groups": [uint, ...] (hosted)}
+ *   GROUP_OPEN {"replica": uint, "address": str, "bootstrap": [{"id": uint,
+ *               "address": str}, ...] | nil (join: wait to be added)} to one node
+ *                                            → {} ; MG_OK too when already hosted
+ *   GROUP_CLOSE {"destroy": bool} to one node → {} ; closes the replica and, with
+ *                                               destroy, removes its files; MG_OK
+ *                                               when not hosted
+ *   GROUP_MEMBER {"action": "add"|"remove"|"transfer", "id": uint,
+ *                 "address": str (add)} to the group's leader
+ *                                            → {"voters": [uint, ...]} after the change
+ *                                               is committed (add: once the new voter
+ *                                               has caught up; transfer: once the
+ *                                               target leads, else MG_EBUSY). add of a
+ *                                               voter / remove of a non-member: MG_OK.
+ *   BARRIER    {} to the group's leader      → {"applied": uint} once every entry
+ *                                               before it is applied on the leader
+ *
+ * A node answers MG_EWRONGGROUP (envelope "epoch" = the epoch of the
+ * group's slot record) for a cube-scoped request whose cube's slot the group
+ * does not own, and a WRITE command outcome MG_EWRONGGROUP for the same
+ * reason decided at apply; SEARCH lists such cubes in "cube_errors" with
+ * status MG_EWRONGGROUP.
+ *
  * A search travels as an nng survey to every node; a node answers for the
  * groups "assign" gives it and ignores the survey when it has none.
  */
@@ -82,6 +116,12 @@ enum mg_wire_op {
     MG_OP_SEARCH,
     MG_OP_STATUS,
     MG_OP_STATS,
+    MG_OP_META_GET,
+    MG_OP_NODE_INFO,
+    MG_OP_GROUP_OPEN,
+    MG_OP_GROUP_CLOSE,
+    MG_OP_GROUP_MEMBER,
+    MG_OP_BARRIER,
     MG_OP_COUNT_
 };
 

@@ -22,15 +22,30 @@
 #define DEFAULT_MAX_MESSAGE (64u << 20)
 #define DEFAULT_DRAIN_MS 3000
 #define FINAL_DRAIN_MS 10000
+/* Slots for groups opened after start, beyond the configured ones: every
+ * group id a cluster map can name. */
+#define NODE_RUNTIME_GROUPS (MG_CMAP_GROUPS_MAX + 64)
 
 /* ---- lookups and hand-offs (any thread) --------------------------------- */
 
-node_group *node_group_find(mg_node *n, uint64_t group_id)
+size_t node_group_slots(mg_node *n)
 {
-    for (size_t i = 0; i < n->n_groups; i++)
+    return atomic_load_explicit(&n->n_groups, memory_order_acquire);
+}
+
+node_group *node_group_slot(mg_node *n, uint64_t group_id)
+{
+    size_t slots = node_group_slots(n);
+    for (size_t i = 0; i < slots; i++)
         if (n->groups[i].group_id == group_id)
             return &n->groups[i];
     return NULL;
+}
+
+node_group *node_group_find(mg_node *n, uint64_t group_id)
+{
+    node_group *ng = node_group_slot(n, group_id);
+    return ng != NULL && atomic_load(&ng->hosted) ? ng : NULL;
 }
 
 void node_group_snapshot(mg_node *n, const node_group *ng, mg_node_group_status *out)
@@ -90,6 +105,11 @@ void node_stores_leave(mg_node *n)
 /* ---- leader snapshots (loop thread) ------------------------------------- */
 
 static void publish_all(mg_node *n);
+
+void node_publish(mg_node *n)
+{
+    publish_all(n);
+}
 
 static void read_group_state(node_group *ng, mg_node_group_status *st)
 {
@@ -156,7 +176,8 @@ bool node_group_leads_ready(node_group *ng)
 static void publish_all(mg_node *n)
 {
     bool changed = false;
-    for (size_t i = 0; i < n->n_groups; i++) {
+    size_t slots = node_group_slots(n);
+    for (size_t i = 0; i < slots; i++) {
         node_group *ng = &n->groups[i];
         mg_node_group_status st;
         read_group_state(ng, &st);
@@ -184,6 +205,7 @@ static void publish_all(mg_node *n)
 static void on_publish(uv_check_t *h)
 {
     publish_all(h->data);
+    node_cluster_poll(h->data);
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -214,15 +236,21 @@ static void close_groups(mg_node *n)
         node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
     }
 
+    size_t slots = node_group_slots(n);
     pthread_rwlock_wrlock(&n->store_lock);
     n->stores_open = false;
+    for (size_t i = 0; i < slots; i++) {
+        n->groups[i].store = NULL;
+        n->groups[i].fsm = NULL;
+    }
     pthread_rwlock_unlock(&n->store_lock);
 
     node_write_forget_all(n);
+    node_cluster_fail_all(n);
     uv_check_stop(&n->publish);
     uv_close((uv_handle_t *)&n->publish, NULL);
     uv_close((uv_handle_t *)&n->wake, NULL);
-    for (size_t i = 0; i < n->n_groups; i++)
+    for (size_t i = 0; i < slots; i++)
         n->groups[i].g = NULL;
     publish_all(n); /* every group now reads as unavailable */
     if (n->host != NULL)
@@ -307,18 +335,6 @@ static void apply_defaults(mg_node_config *c)
         c->drain_timeout_ms = DEFAULT_DRAIN_MS;
 }
 
-/* A group bootstrapped with this replica as its only voter cannot be
- * contested: a short election timeout only makes it lead sooner. */
-static void group_tunables(const mg_node *n, const mg_node_group *g, mg_group_tunables *t)
-{
-    *t = n->tunables;
-    if (g->n_bootstrap == 1 && g->bootstrap[0].id == g->replica_id) {
-        t->election_timeout_ms = n->cfg.single_voter_election_ms;
-        if (t->heartbeat_timeout_ms >= t->election_timeout_ms)
-            t->heartbeat_timeout_ms = t->election_timeout_ms > 1 ? t->election_timeout_ms / 2 : 1;
-    }
-}
-
 static void node_free(mg_node *n)
 {
     node_stats_close(n);
@@ -329,6 +345,9 @@ static void node_free(mg_node *n)
     pthread_mutex_destroy(&n->ctx_lock);
     pthread_cond_destroy(&n->ctx_cond);
     free(n->groups);
+    free(n->raft_host);
+    free(n->advertise_rpc);
+    free(n->advertise_survey);
     free(n->data_dir);
     free(n->rep_url);
     free(n->respondent_url);
@@ -356,8 +375,15 @@ static mg_node *node_alloc(const mg_node_config *cfg)
     n->data_dir = strdup(cfg->data_dir);
     n->rep_url = strdup(cfg->rep_url);
     n->respondent_url = cfg->respondent_url ? strdup(cfg->respondent_url) : NULL;
-    n->groups = calloc(cfg->n_groups ? cfg->n_groups : 1, sizeof *n->groups);
-    if (n->data_dir == NULL || n->rep_url == NULL || n->groups == NULL ||
+    n->raft_host = strdup(cfg->raft_host ? cfg->raft_host : "127.0.0.1");
+    n->advertise_rpc = strdup(cfg->advertise_rpc ? cfg->advertise_rpc : cfg->rep_url);
+    n->advertise_survey = strdup(cfg->advertise_survey ? cfg->advertise_survey
+                                 : cfg->respondent_url ? cfg->respondent_url
+                                                       : "");
+    n->groups_cap = cfg->n_groups + NODE_RUNTIME_GROUPS;
+    n->groups = calloc(n->groups_cap, sizeof *n->groups);
+    if (n->data_dir == NULL || n->rep_url == NULL || n->groups == NULL || n->raft_host == NULL ||
+        n->advertise_rpc == NULL || n->advertise_survey == NULL ||
         (cfg->respondent_url != NULL && n->respondent_url == NULL)) {
         node_free(n);
         return NULL;
@@ -365,13 +391,13 @@ static mg_node *node_alloc(const mg_node_config *cfg)
     n->cfg.data_dir = n->data_dir;
     n->cfg.rep_url = n->rep_url;
     n->cfg.respondent_url = n->respondent_url;
-    n->cfg.groups = NULL; /* not kept: the table below is the node's copy */
-    n->n_groups = cfg->n_groups;
-    for (size_t i = 0; i < cfg->n_groups; i++) {
-        n->groups[i].group_id = cfg->groups[i].group_id;
-        n->groups[i].replica_id = cfg->groups[i].replica_id;
+    n->cfg.raft_host = n->raft_host;
+    n->cfg.advertise_rpc = n->advertise_rpc;
+    n->cfg.advertise_survey = n->advertise_survey;
+    n->cfg.groups = NULL; /* not kept: the table is the node's copy */
+    n->cfg.n_groups = 0;
+    for (size_t i = 0; i < n->groups_cap; i++)
         n->groups[i].node = n;
-    }
     return n;
 }
 
@@ -423,17 +449,15 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
     mg_host_set_apply_hist(n->host, node_stats_apply_hist(n));
     for (size_t i = 0; i < cfg->n_groups; i++) {
         const mg_node_group *gc = &cfg->groups[i];
-        node_group *ng = &n->groups[i];
-        mg_group_tunables t;
-        group_tunables(n, gc, &t);
-        rc = mg_host_add_group(n->host, gc->group_id, gc->replica_id, gc->address, gc->bootstrap,
-                               gc->n_bootstrap, &t, &ng->g, err);
-        if (rc != MG_OK) {
-            ng->g = NULL;
+        rc = node_group_open(n, gc->group_id, gc->replica_id, gc->address, gc->bootstrap,
+                             gc->n_bootstrap, err);
+        if (rc != MG_OK)
             goto err_loop;
-        }
-        ng->store = mg_group_store(ng->g);
     }
+    /* Every replica hosted before (opened at run time): raft has its
+     * configuration on disk. */
+    if ((rc = node_groups_reopen(n, err)) != MG_OK)
+        goto err_loop;
     publish_all(n);
 
     if ((rc = mg_workers_start(n->cfg.search_workers, &n->workers, err)) != MG_OK)
@@ -447,7 +471,7 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
     n->loop_started = true;
     node_rpc_start(n);
     mg_info("node.start", "node=%llu groups=%zu rep=%s respondent=%s workers=%u ms=%.1f",
-            (unsigned long long)n->cfg.node_id, n->n_groups, n->rep_url,
+            (unsigned long long)n->cfg.node_id, mg_node_n_groups(n), n->rep_url,
             n->respondent_url ? n->respondent_url : "-", n->cfg.search_workers,
             (double)(mg_clock_mono_ns() - t0) / 1e6);
     *out = n;
@@ -468,7 +492,10 @@ err_free:
 
 static bool all_ready_locked(mg_node *n, uint64_t *missing)
 {
-    for (size_t i = 0; i < n->n_groups; i++) {
+    size_t slots = node_group_slots(n);
+    for (size_t i = 0; i < slots; i++) {
+        if (!atomic_load(&n->groups[i].hosted))
+            continue;
         const mg_node_group_status *st = &n->groups[i].pub;
         if (st->leader_id == 0 || (st->leader_id == st->replica_id && !st->read_ready)) {
             *missing = n->groups[i].group_id;
@@ -516,15 +543,25 @@ int mg_node_wait_ready(mg_node *n, unsigned timeout_ms, mg_error *err)
 
 size_t mg_node_n_groups(const mg_node *n)
 {
-    return n->n_groups;
+    mg_node *m = (mg_node *)n; /* atomics only */
+    size_t slots = node_group_slots(m), hosted = 0;
+    for (size_t i = 0; i < slots; i++)
+        hosted += atomic_load(&m->groups[i].hosted);
+    return hosted;
 }
 
 bool mg_node_group_status_at(mg_node *n, size_t i, mg_node_group_status *out)
 {
-    if (i >= n->n_groups)
-        return false;
-    node_group_snapshot(n, &n->groups[i], out);
-    return true;
+    size_t slots = node_group_slots(n);
+    for (size_t j = 0; j < slots; j++) {
+        if (!atomic_load(&n->groups[j].hosted))
+            continue;
+        if (i-- == 0) {
+            node_group_snapshot(n, &n->groups[j], out);
+            return true;
+        }
+    }
+    return false;
 }
 
 uint64_t mg_node_id(const mg_node *n)

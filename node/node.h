@@ -42,11 +42,32 @@
  * memgrid_node_leaders, memgrid_node_memories{group}, memgrid_node_cubes{group};
  * see node/stats.c.
  *
+ * Groups at runtime: besides the groups of the config, the node reopens at
+ * start every replica it hosted before (each group directory keeps a
+ * "replica" file: {"replica": id, "address": str}), and GROUP_OPEN /
+ * GROUP_CLOSE (lib/wire.h) open and close replicas while it runs (on the
+ * loop thread; the request is answered once the replica is started or
+ * closed). A closed replica's "replica" file is removed (its data stays
+ * unless "destroy"), so a restart does not reopen it. GROUP_MEMBER and
+ * BARRIER run on the group's leader; a membership change or barrier whose
+ * replica is closed under it answers MG_EUNAVAIL, and requests for a group
+ * closed while they were in flight MG_ENOTFOUND (reads, searches) or
+ * MG_EUNAVAIL (writes already proposed).
+ *
+ * Slot ownership: a cube-scoped request (WRITE commands, CUBE_GET,
+ * MEM_GET/LIST/COUNT with a cube, SEARCH cubes) for a cube whose slot the
+ * group does not own (mg_fsm_owns) answers MG_EWRONGGROUP with the slot
+ * record's epoch; a WRITE whose commands all got the apply outcome
+ * MG_EWRONGGROUP answers it too (nothing was applied).
+ *
  * Wire extensions beyond lib/wire.h (readers skip unknown keys):
  *   WRITE reply outcome: "op_codes": [uint, ...] (per item/id) when the
  *     command failed in part.
  *   MEM_GET body "vecs": bool (default true); MEM_LIST / MEM_GET / CUBE_* /
  *     MEM_COUNT / USER_GET body "follower": bool.
+ *   CUBE_GET / CUBE_LIST / MEM_GET / MEM_LIST / MEM_COUNT body "any_slot":
+ *     bool, honoured for internal callers only: skip the slot ownership
+ *     check (the rebalance reads a source that no longer owns the slots).
  *   SEARCH body "follower": bool; reply body "missing": [{"group": uint,
  *     "status": uint, "msg": str, "leader_id": uint, "leader": str}] for
  *     assigned groups not answered (not hosted, not leader, barrier failed),
@@ -86,6 +107,13 @@ typedef struct mg_node_config {
     const char *respondent_url;  /* same; NULL = no search server */
     const mg_node_group *groups; /* copied; may be 0 groups */
     size_t n_groups;
+    /* Identity reported by NODE_INFO (lib/wire.h) for the cluster map: the
+     * replica of group G that GROUP_OPEN creates listens on
+     * raft_host:(raft_port + G). raft_host NULL = "127.0.0.1". */
+    const char *raft_host;
+    unsigned raft_port;
+    const char *advertise_rpc;    /* rpc URL others dial (NULL = rep_url) */
+    const char *advertise_survey; /* (NULL = respondent_url) */
     const mg_group_tunables *tunables; /* NULL = mg_group_tunables_default() */
     /* Election timeout for a group bootstrapped with exactly one voter (this
      * replica). raft 0.15 makes a lone voter leader at start without an

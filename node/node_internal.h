@@ -1,8 +1,19 @@
 /*
  * Internals of the node shared by its files: node.c (lifecycle, loop thread,
- * leader snapshots), rpc.c (nng servers, envelope, dispatch, replies),
- * write.c (WRITE on the loop), read.c (point reads and STATUS on the
- * workers), search.c (SEARCH), workers.c (the thread pool).
+ * leader snapshots), groups.c (the table of hosted groups, opening and
+ * closing replicas at run time, their "replica" files), cluster.c (the
+ * cluster ops: META_GET, NODE_INFO, GROUP_OPEN/CLOSE/MEMBER, BARRIER),
+ * rpc.c (nng servers, envelope, dispatch, replies), write.c (WRITE on the
+ * loop), read.c (point reads and STATUS on the workers), search.c (SEARCH),
+ * workers.c (the thread pool).
+ *
+ * Hosted groups live in a table of fixed capacity whose slots are never
+ * moved nor freed while the node runs, so a node_group pointer taken on any
+ * thread stays valid. A slot keeps its group id for good (a group closed
+ * and opened again reuses it); `hosted` says whether it holds a replica now.
+ * A replica's store and FSM are published in the slot under store_lock
+ * (write) and cleared under it before the replica closes: a reader checks
+ * ng->store under node_stores_enter, never keeps it past node_stores_leave.
  */
 #ifndef MG_NODE_INTERNAL_H
 #define MG_NODE_INTERNAL_H
@@ -20,11 +31,21 @@
 
 /* ---- hosted groups and their published state --------------------------- */
 
+typedef struct node_ctx node_ctx;
+
 typedef struct node_group {
-    uint64_t group_id;
+    uint64_t group_id; /* fixed once the slot is taken */
     uint64_t replica_id;
-    mg_group *g;               /* loop thread only */
-    mg_store *store;           /* any thread, under node.store_lock (read) */
+    atomic_bool hosted; /* a replica is open in this slot (any thread) */
+    mg_group *g;        /* loop thread only; NULL when not hosted */
+    mg_store *store;    /* any thread, under node.store_lock (read); NULL
+                         * when not hosted */
+    mg_fsm *fsm;        /* the same (mg_fsm_owns) */
+    /* loop only: a GROUP_CLOSE is closing the replica; the requests waiting
+     * for it (answered once it closed) and whether to remove its files */
+    bool closing;
+    bool destroy;
+    node_ctx *close_waiters;
     mg_node_group_status pub;  /* under node.snap_lock */
     mg_node_group_status seen; /* loop only: what was last published */
     /* loop only: the barrier a new leader appends before it serves reads */
@@ -39,7 +60,6 @@ typedef struct node_group {
 
 enum ctx_state { CTX_IDLE = 0, CTX_RECV, CTX_BUSY, CTX_SEND, CTX_DONE };
 
-typedef struct node_ctx node_ctx;
 typedef void (*node_ctx_fn)(node_ctx *c);
 
 typedef struct search_req search_req; /* search.c */
@@ -69,15 +89,30 @@ struct node_ctx {
     size_t n_cmds;
     int *kinds; /* kinds of the commands, kept for outcome messages */
     mg_group_proposal prop;
-    uint64_t propose_ns; /* when it was proposed (stats.c) */
+    uint64_t propose_ns;                 /* when it was proposed (stats.c) */
+    char write_cube[MG_CUBE_ID_MAX + 1]; /* the first cube a command names ("" none) */
 
     /* SEARCH (search.c) */
     search_req *search;
+
+    /* cluster ops (cluster.c) */
+    uint64_t adm_id;                  /* GROUP_OPEN replica, GROUP_MEMBER id */
+    char adm_address[MG_ADDRESS_MAX]; /* GROUP_OPEN / GROUP_MEMBER add address */
+    mg_group_peer *adm_peers;         /* GROUP_OPEN bootstrap (malloc'd) */
+    size_t adm_n_peers;
+    bool adm_join;    /* GROUP_OPEN without bootstrap */
+    bool adm_destroy; /* GROUP_CLOSE */
+    int adm_action;   /* GROUP_MEMBER */
+    mg_group_change change;
+    struct raft_change assign; /* promotion of an existing spare */
+    mg_group_barrier_req barrier;
+    uint64_t wait_until_ns; /* transfer: give up waiting then */
+    node_ctx *wait_next;    /* node.waits, node_group.close_waiters */
 };
 
 /* ---- the node ----------------------------------------------------------- */
 
-struct pending_create; /* write.c: cube creations proposed and not yet applied */
+struct pending_create;                /* write.c: cube creations proposed and not yet applied */
 typedef struct node_stats node_stats; /* stats.c */
 
 struct mg_node {
@@ -85,8 +120,12 @@ struct mg_node {
     char *data_dir, *rep_url, *respondent_url;
     mg_group_tunables tunables;
 
-    node_group *groups;
-    size_t n_groups;
+    char *raft_host, *advertise_rpc, *advertise_survey; /* owned copies */
+
+    node_group *groups; /* groups_cap slots, fixed at start (see above) */
+    size_t groups_cap;
+    atomic_size_t n_groups; /* slots taken (only grows) */
+    node_ctx *waits;        /* loop: requests waiting for a state (transfer) */
 
     /* loop thread */
     uv_loop_t loop;
@@ -131,9 +170,14 @@ enum loop_cmd { LOOP_RUN = 0, LOOP_CLOSE };
 
 /* ---- node.c ------------------------------------------------------------- */
 
-/* The hosted group with this id, or NULL. Any thread (the table is fixed
- * after start). */
+/* The hosted group with this id, or NULL. Any thread. */
 node_group *node_group_find(mg_node *n, uint64_t group_id);
+/* The slot of this group id, hosted or not, or NULL. Any thread. */
+node_group *node_group_slot(mg_node *n, uint64_t group_id);
+/* Slots taken (some may not be hosted: check `hosted`). Any thread. */
+size_t node_group_slots(mg_node *n);
+/* Republishes every group's state (loop thread). */
+void node_publish(mg_node *n);
 
 /* Loop thread: this replica leads the group and has applied a barrier of
  * its term (its state holds every acknowledged write). */
@@ -184,6 +228,9 @@ void node_reply_msg(node_ctx *c, nng_msg *m, int status);
  * when none). */
 void node_reply_error(node_ctx *c, int code, const char *msg, uint64_t leader_id,
                       const char *leader);
+/* Answers MG_EWRONGGROUP for a cube whose slot the group does not own, with
+ * the group's slot-record epoch in the envelope. */
+void node_reply_wrong_group(node_ctx *c, uint64_t group_id, const char *cube_id, uint64_t epoch);
 /* Answers with err's code and message. */
 void node_reply_err(node_ctx *c, const mg_error *err);
 /* Ends a survey without answering. */
@@ -220,6 +267,39 @@ void node_write_forget_all(mg_node *n);
 void node_read_run(node_ctx *c);
 /* Worker: STATUS. */
 void node_status_run(node_ctx *c);
+
+/* Whether the group owns the cube's slot (mg_fsm_owns; true without an
+ * FSM). Under node_stores_enter, or on the loop. */
+bool node_group_owns(node_group *ng, const char *cube_id, uint64_t *epoch);
+
+/* ---- groups.c ----------------------------------------------------------- */
+
+/* Loop thread (or the starting thread before the loop runs): opens a
+ * replica (bootstrap NULL to join), publishes it in the table and writes its
+ * "replica" file. MG_EEXIST when hosted, MG_EBUSY while a close of it runs,
+ * MG_EFULL when the table is full, else the host's errors. */
+int node_group_open(mg_node *n, uint64_t group_id, uint64_t replica_id, const char *address,
+                    const mg_group_peer *bootstrap, size_t n_bootstrap, mg_error *err);
+/* Starting thread: opens every group of the data directory that has a
+ * "replica" file and is not open yet (bootstrap NULL). */
+int node_groups_reopen(mg_node *n, mg_error *err);
+/* Loop: closes a hosted replica; `waiter` (may be NULL) is answered MG_OK
+ * once it closed (and, with `destroy`, its directory was removed). A group
+ * not hosted answers at once. The "replica" file is removed first, so a
+ * restart does not reopen it. */
+void node_group_close(mg_node *n, node_group *ng, bool destroy, node_ctx *waiter);
+
+/* ---- cluster.c ---------------------------------------------------------- */
+
+/* nng thread: start META_GET, NODE_INFO, GROUP_OPEN, GROUP_CLOSE,
+ * GROUP_MEMBER, BARRIER. */
+void node_cluster_start(node_ctx *c);
+/* Frees what a cluster op holds. */
+void node_cluster_clear(node_ctx *c);
+/* Loop, every turn: answers waiting requests whose condition holds. */
+void node_cluster_poll(mg_node *n);
+/* Loop, at close: answers every waiting request MG_ESHUTDOWN. */
+void node_cluster_fail_all(mg_node *n);
 
 /* ---- stats.c ------------------------------------------------------------ */
 

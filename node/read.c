@@ -99,6 +99,24 @@ static bool cube_access(node_ctx *c, node_group *ng, const char *cube_id, mg_cub
     return true;
 }
 
+/* An internal read with "any_slot": true reads slots the group no longer
+ * owns (the rebalance's copy from a frozen source, router/admin_copy.c). */
+static bool any_slot(const node_ctx *c)
+{
+    return c->user[0] == '\0' && node_body_flag(c->env.body, c->env.body_len, "any_slot");
+}
+
+/* Answers MG_EWRONGGROUP and returns false when the group does not own the
+ * cube's slot (checked before the cube itself: it may well not be here). */
+static bool cube_owned(node_ctx *c, node_group *ng, const char *cube_id)
+{
+    uint64_t epoch;
+    if (any_slot(c) || node_group_owns(ng, cube_id, &epoch))
+        return true;
+    node_reply_wrong_group(c, ng->group_id, cube_id, epoch);
+    return false;
+}
+
 /* Packs an item's record as a bin. */
 static int pack_record(msgpack_packer *pk, const mg_item *it)
 {
@@ -118,7 +136,7 @@ static void op_cube_get(node_ctx *c, node_group *ng)
 {
     char cube_id[MG_CUBE_ID_MAX + 1];
     mg_cube cube;
-    if (!body_id(c, "cube_id", cube_id, sizeof cube_id, true) ||
+    if (!body_id(c, "cube_id", cube_id, sizeof cube_id, true) || !cube_owned(c, ng, cube_id) ||
         !cube_access(c, ng, cube_id, &cube))
         return;
     msgpack_sbuffer sb;
@@ -138,19 +156,33 @@ static void op_cube_list(node_ctx *c, node_group *ng)
         node_reply_err(c, &err);
         return;
     }
-    bool internal = c->user[0] == '\0';
-    for (size_t i = 0; i < n; i++)
-        shown += internal || mg_cube_allows(&cubes[i], c->user);
+    bool internal = c->user[0] == '\0', all_slots = any_slot(c);
+    bool *show = calloc(n ? n : 1, sizeof *show);
+    if (show == NULL) {
+        for (size_t i = 0; i < n; i++)
+            mg_cube_clear(&cubes[i]);
+        free(cubes);
+        node_reply_error(c, MG_ENOMEM, "out of memory listing cubes", 0, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* only the cubes whose slot the group owns (others are being moved
+         * away or were left behind) */
+        show[i] = (internal || mg_cube_allows(&cubes[i], c->user)) &&
+                  (all_slots || node_group_owns(ng, cubes[i].cube_id, NULL));
+        shown += show[i];
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     node_reply_begin(c, &sb, &pk);
     msgpack_pack_array(&pk, (uint32_t)shown);
     for (size_t i = 0; i < n; i++) {
-        if (internal || mg_cube_allows(&cubes[i], c->user))
+        if (show[i])
             mg_cube_pack(&pk, &cubes[i]);
         mg_cube_clear(&cubes[i]);
     }
     free(cubes);
+    free(show);
     node_reply(c, &sb);
 }
 
@@ -183,7 +215,7 @@ static void op_mem_get(node_ctx *c, node_group *ng)
     bool vecs = true;
     if (body_find(c, "vecs", &vf) == 1 && mg_mp_peek(&vf) == MG_MP_BOOL)
         mg_mp_read_bool(&vf, &vecs);
-    if (cube_id[0] != '\0' && !cube_access(c, ng, cube_id, NULL))
+    if (cube_id[0] != '\0' && (!cube_owned(c, ng, cube_id) || !cube_access(c, ng, cube_id, NULL)))
         return;
 
     /* Found records are packed into `body` as they come; the array header,
@@ -193,6 +225,7 @@ static void op_mem_get(node_ctx *c, node_group *ng)
     msgpack_sbuffer_init(&body);
     msgpack_packer_init(&bpk, &body, msgpack_sbuffer_write);
     uint32_t found = 0;
+    bool all_slots = any_slot(c);
     char allowed_cube[MG_CUBE_ID_MAX + 1] = "", denied_cube[MG_CUBE_ID_MAX + 1] = "";
     for (uint32_t i = 0; i < n_ids; i++) {
         const uint8_t *id;
@@ -205,6 +238,10 @@ static void op_mem_get(node_ctx *c, node_group *ng)
             cube = found_in;
             if (strcmp(cube, denied_cube) == 0)
                 continue;
+            if (!all_slots && strcmp(cube, allowed_cube) != 0 && !node_group_owns(ng, cube, NULL)) {
+                snprintf(denied_cube, sizeof denied_cube, "%s", cube);
+                continue; /* a cube left behind by a move: not this group's */
+            }
             if (c->user[0] != '\0' && strcmp(cube, allowed_cube) != 0) {
                 mg_cube cb = {0};
                 bool ok = mg_store_cube_get(ng->store, cube, &cb, NULL) == MG_OK &&
@@ -242,6 +279,61 @@ static void op_mem_get(node_ctx *c, node_group *ng)
         msgpack_sbuffer_write(&sb, body.data, body.size);
     msgpack_sbuffer_destroy(&body);
     node_reply(c, &sb);
+}
+
+/* The stored vectors of a page of MEM_LIST, copied out (a memory deleted
+ * or without a vector since the list read: NULL). */
+typedef struct list_vecs {
+    void **vecs;
+    size_t *lens;
+} list_vecs;
+
+static void list_vecs_free(list_vecs *lv, size_t n)
+{
+    for (size_t i = 0; lv->vecs != NULL && i < n; i++)
+        free(lv->vecs[i]);
+    free(lv->vecs);
+    free(lv->lens);
+    lv->vecs = NULL;
+    lv->lens = NULL;
+}
+
+static int copy_vec(void *arg, size_t i, const void *record, size_t record_len, const void *vec_le,
+                    uint32_t dim)
+{
+    list_vecs *lv = arg;
+    (void)record, (void)record_len;
+    if (vec_le == NULL || dim == 0)
+        return MG_OK;
+    size_t len = (size_t)dim * sizeof(float);
+    if ((lv->vecs[i] = malloc(len)) == NULL)
+        return MG_ENOMEM;
+    memcpy(lv->vecs[i], vec_le, len);
+    lv->lens[i] = len;
+    return MG_OK;
+}
+
+static int list_read_vecs(mg_store *store, const char *cube_id, const mg_item *items, size_t n,
+                          list_vecs *lv, mg_error *err)
+{
+    mg_store_mem_ref *refs = malloc((n ? n : 1) * sizeof *refs);
+    lv->vecs = calloc(n ? n : 1, sizeof *lv->vecs);
+    lv->lens = calloc(n ? n : 1, sizeof *lv->lens);
+    if (refs == NULL || lv->vecs == NULL || lv->lens == NULL) {
+        free(refs);
+        list_vecs_free(lv, n);
+        return mg_error_set(err, MG_ENOMEM, "out of memory reading vectors");
+    }
+    for (size_t i = 0; i < n; i++)
+        refs[i] = (mg_store_mem_ref){.cube_id = cube_id, .id = items[i].id};
+    int rc = mg_store_mem_visit(store, refs, n, true, copy_vec, lv, err);
+    free(refs);
+    if (rc != MG_OK) {
+        list_vecs_free(lv, n);
+        if (rc == MG_ENOMEM)
+            mg_error_set(err, MG_ENOMEM, "out of memory reading vectors");
+    }
+    return rc;
 }
 
 static void op_mem_list(node_ctx *c, node_group *ng)
@@ -284,7 +376,8 @@ static void op_mem_list(node_ctx *c, node_group *ng)
             return;
         }
     }
-    if (!cube_access(c, ng, cube_id, NULL)) {
+    bool vecs = node_body_flag(c->env.body, c->env.body_len, "vecs");
+    if (!cube_owned(c, ng, cube_id) || !cube_access(c, ng, cube_id, NULL)) {
         mg_filter_free(filter);
         return;
     }
@@ -298,10 +391,18 @@ static void op_mem_list(node_ctx *c, node_group *ng)
         node_reply_err(c, &err);
         return;
     }
+    list_vecs lv = {0};
+    if (vecs && (rc = list_read_vecs(ng->store, cube_id, items, n, &lv, &err)) != MG_OK) {
+        for (size_t i = 0; i < n; i++)
+            mg_item_clear(&items[i]);
+        free(items);
+        node_reply_err(c, &err);
+        return;
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     node_reply_begin(c, &sb, &pk);
-    msgpack_pack_map(&pk, 2);
+    msgpack_pack_map(&pk, vecs ? 3 : 2);
     mg_mp_pack_cstr(&pk, "records");
     msgpack_pack_array(&pk, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
@@ -314,6 +415,17 @@ static void op_mem_list(node_ctx *c, node_group *ng)
         msgpack_pack_true(&pk);
     else
         msgpack_pack_false(&pk);
+    if (vecs) {
+        mg_mp_pack_cstr(&pk, "vecs");
+        msgpack_pack_array(&pk, (uint32_t)n);
+        for (size_t i = 0; i < n; i++) {
+            if (lv.vecs[i] != NULL)
+                mg_mp_pack_binn(&pk, lv.vecs[i], lv.lens[i]);
+            else
+                msgpack_pack_nil(&pk);
+        }
+    }
+    list_vecs_free(&lv, n);
     node_reply(c, &sb);
 }
 
@@ -322,7 +434,8 @@ static void op_mem_count(node_ctx *c, node_group *ng)
     char cube_id[MG_CUBE_ID_MAX + 1];
     mg_error err = {0};
     uint64_t count = 0;
-    if (!body_id(c, "cube_id", cube_id, sizeof cube_id, true) || !cube_access(c, ng, cube_id, NULL))
+    if (!body_id(c, "cube_id", cube_id, sizeof cube_id, true) || !cube_owned(c, ng, cube_id) ||
+        !cube_access(c, ng, cube_id, NULL))
         return;
     if (mg_store_mem_count(ng->store, cube_id, &count, &err) != MG_OK) {
         node_reply_err(c, &err);
@@ -390,6 +503,11 @@ void node_read_run(node_ctx *c)
         node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
         return;
     }
+    if (ng->store == NULL) { /* closed since the check */
+        node_stores_leave(n);
+        node_check_group(c, c->env.group, true); /* answers MG_ENOTFOUND */
+        return;
+    }
     fn(c, ng);
     node_stores_leave(n);
 }
@@ -408,8 +526,15 @@ void node_status_run(node_ctx *c)
     mg_mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, n->cfg.node_id);
     mg_mp_pack_cstr(&pk, "groups");
-    msgpack_pack_array(&pk, (uint32_t)n->n_groups);
-    for (size_t i = 0; i < n->n_groups; i++) {
+    size_t slots = node_group_slots(n);
+    bool *hosted = calloc(slots ? slots : 1, sizeof *hosted);
+    uint32_t n_hosted = 0;
+    for (size_t i = 0; hosted != NULL && i < slots; i++)
+        n_hosted += hosted[i] = atomic_load(&n->groups[i].hosted);
+    msgpack_pack_array(&pk, n_hosted);
+    for (size_t i = 0; i < slots; i++) {
+        if (hosted == NULL || !hosted[i])
+            continue;
         mg_node_group_status st;
         node_group_snapshot(n, &n->groups[i], &st);
         msgpack_pack_map(&pk, digest ? 10 : 9);
@@ -450,5 +575,6 @@ void node_status_run(node_ctx *c)
     }
     if (stores)
         node_stores_leave(n);
+    free(hosted);
     node_reply(c, &sb);
 }

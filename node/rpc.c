@@ -57,6 +57,12 @@ static const struct op_route {
     [MG_OP_SEARCH] = {true, true, node_search_start},
     [MG_OP_STATUS] = {true, false, start_on_worker_status},
     [MG_OP_STATS] = {true, false, start_on_worker_stats},
+    [MG_OP_META_GET] = {true, false, node_cluster_start},
+    [MG_OP_NODE_INFO] = {true, false, node_cluster_start},
+    [MG_OP_GROUP_OPEN] = {true, false, node_cluster_start},
+    [MG_OP_GROUP_CLOSE] = {true, false, node_cluster_start},
+    [MG_OP_GROUP_MEMBER] = {true, false, node_cluster_start},
+    [MG_OP_BARRIER] = {true, false, node_cluster_start},
 };
 
 const char *node_raft_state_name(int state)
@@ -100,6 +106,7 @@ static void ctx_clear_request(node_ctx *c)
 {
     node_write_clear(c);
     node_search_clear(c);
+    node_cluster_clear(c);
     if (c->msg != NULL) {
         nng_msg_free(c->msg);
         c->msg = NULL;
@@ -262,6 +269,24 @@ void node_reply_error(node_ctx *c, int code, const char *msg, uint64_t leader_id
     }
     send_reply(c, sb.data, sb.size, code);
     msgpack_sbuffer_destroy(&sb);
+}
+
+void node_reply_wrong_group(node_ctx *c, uint64_t group_id, const char *cube_id, uint64_t epoch)
+{
+    char msg[MG_CUBE_ID_MAX + 96];
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    snprintf(msg, sizeof msg, "group %llu does not own the slot of cube %s (epoch %llu)",
+             (unsigned long long)group_id, cube_id, (unsigned long long)epoch);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (mg_wire_rep_begin(&pk, c->env.rid, MG_EWRONGGROUP, msg, 0, NULL, epoch) != MG_OK ||
+        msgpack_pack_nil(&pk) != 0) {
+        msgpack_sbuffer_destroy(&sb);
+        node_reply_error(c, MG_EWRONGGROUP, msg, 0, NULL);
+        return;
+    }
+    node_reply_as(c, &sb, MG_EWRONGGROUP);
 }
 
 void node_reply_err(node_ctx *c, const mg_error *err)

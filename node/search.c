@@ -300,6 +300,13 @@ static size_t prepare_cubes(node_ctx *c, search_req *s, search_group *sg, const 
             continue;
         mg_cube cube = {0};
         mg_error err = {0};
+        uint64_t epoch;
+        if (!node_group_owns(sg->ng, sc->cube_id, &epoch)) {
+            cube_fail(s, i, MG_EWRONGGROUP,
+                      "group %llu does not own the slot of cube %s (epoch %llu)",
+                      (unsigned long long)sg->group_id, sc->cube_id, (unsigned long long)epoch);
+            continue;
+        }
         int rc = mg_store_cube_get(sg->ng->store, sc->cube_id, &cube, &err);
         if (rc == MG_ENOTFOUND) {
             cube_fail(s, i, MG_ENOTFOUND, "cube %s not found", sc->cube_id);
@@ -604,6 +611,11 @@ static void search_run(node_ctx *c)
     size_t n_all = 0;
     for (size_t i = 0; i < s->n_groups; i++) {
         search_group *sg = &s->groups[i];
+        if (sg->status == MG_OK && sg->ng->store == NULL) {
+            sg->status = MG_ENOTFOUND; /* closed since the request arrived */
+            snprintf(sg->msg, sizeof sg->msg, "group %llu is not hosted on node %llu",
+                     (unsigned long long)sg->group_id, (unsigned long long)n->cfg.node_id);
+        }
         if (sg->status != MG_OK)
             continue;
         size_t nc = prepare_cubes(c, s, sg, ids, filters, map);
@@ -643,7 +655,9 @@ static void on_barrier(mg_group_barrier_req *b, int status)
 {
     search_group *sg = b->data;
     node_ctx *c = sg->c;
-    if (status != MG_OK)
+    if (status == MG_ESHUTDOWN && !c->node->host_closed)
+        barrier_group_fail(sg, MG_ENOTFOUND, "the group's replica was closed on this node");
+    else if (status != MG_OK)
         barrier_group_fail(sg, status, mg_strerror(status));
     if (--c->search->barriers_pending == 0)
         node_worker_post(c->node, c, search_run);
@@ -661,7 +675,10 @@ static void search_barriers(node_ctx *c)
         if (sg->status != MG_OK)
             continue;
         if (sg->ng->g == NULL) {
-            barrier_group_fail(sg, MG_ESHUTDOWN, "the node is stopping");
+            if (c->node->host_closed)
+                barrier_group_fail(sg, MG_ESHUTDOWN, "the node is stopping");
+            else
+                barrier_group_fail(sg, MG_ENOTFOUND, "the group is not hosted on this node");
             continue;
         }
         sg->c = c;
@@ -697,6 +714,8 @@ static bool search_is_small(mg_node *n, const search_req *s)
             if (s->groups[j].group_id == s->cubes[i].group && s->groups[j].status == MG_OK)
                 ng = s->groups[j].ng;
         uint64_t count = 0;
+        if (ng != NULL && ng->store == NULL)
+            continue;
         if (ng != NULL &&
             (mg_store_mem_count(ng->store, s->cubes[i].cube_id, &count, NULL) != MG_OK ||
              count > SEARCH_INLINE_FLOATS))

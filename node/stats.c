@@ -72,8 +72,10 @@ int node_stats_open(mg_node *n, mg_error *err)
     pthread_mutex_init(&s->refresh_lock, NULL);
     n->stats = s;
     s->reg = mg_metrics_new();
-    s->memories = calloc(n->n_groups ? n->n_groups : 1, sizeof *s->memories);
-    s->cubes = calloc(n->n_groups ? n->n_groups : 1, sizeof *s->cubes);
+    /* per group slot, registered when the slot is first seen (groups open
+     * after this, and at run time) */
+    s->memories = calloc(n->groups_cap ? n->groups_cap : 1, sizeof *s->memories);
+    s->cubes = calloc(n->groups_cap ? n->groups_cap : 1, sizeof *s->cubes);
     bool ok = s->reg != NULL && s->memories != NULL && s->cubes != NULL;
     for (int op = 0; ok && op < MG_OP_COUNT_; op++) {
         const char *name = op_label(op);
@@ -103,24 +105,10 @@ int node_stats_open(mg_node *n, mg_error *err)
                  NULL &&
              (s->leaders = mg_metrics_gauge(s->reg, "memgrid_node_leaders",
                                             "Shard groups this node leads.", NULL, 0)) != NULL;
-    for (size_t i = 0; ok && i < n->n_groups; i++) {
-        char group[24];
-        snprintf(group, sizeof group, "%llu", (unsigned long long)n->groups[i].group_id);
-        const char *const labels[] = {"group", group, NULL};
-        ok = (s->memories[i] = mg_metrics_gauge(s->reg, "memgrid_node_memories",
-                                                "Memories held by the replica of a group on "
-                                                "this node.",
-                                                labels, 0)) != NULL &&
-             (s->cubes[i] = mg_metrics_gauge(s->reg, "memgrid_node_cubes",
-                                             "Cubes held by the replica of a group on this "
-                                             "node.",
-                                             labels, 0)) != NULL;
-    }
     if (!ok) {
         node_stats_close(n);
         return mg_error_set(err, MG_ENOMEM, "out of memory for the node's metrics");
     }
-    mg_gauge_set(s->groups, (int64_t)n->n_groups);
     return MG_OK;
 }
 
@@ -173,6 +161,23 @@ mg_metrics *mg_node_metrics(mg_node *n)
 
 /* ---- gauges and STATS ----------------------------------------------------- */
 
+/* Registers the gauges of group slot i (under refresh_lock). */
+static bool group_gauges(mg_node *n, size_t i)
+{
+    node_stats *s = n->stats;
+    if (s->memories[i] != NULL && s->cubes[i] != NULL)
+        return true;
+    char group[24];
+    snprintf(group, sizeof group, "%llu", (unsigned long long)n->groups[i].group_id);
+    const char *const labels[] = {"group", group, NULL};
+    s->memories[i] =
+        mg_metrics_gauge(s->reg, "memgrid_node_memories",
+                         "Memories held by the replica of a group on this node.", labels, 0);
+    s->cubes[i] = mg_metrics_gauge(s->reg, "memgrid_node_cubes",
+                                   "Cubes held by the replica of a group on this node.", labels, 0);
+    return s->memories[i] != NULL && s->cubes[i] != NULL;
+}
+
 /* Counts a group's cubes and memories (cube list + one count read each). */
 static int count_group(mg_store *store, int64_t *cubes, int64_t *memories, mg_error *err)
 {
@@ -205,21 +210,25 @@ static void refresh_gauges(mg_node *n)
         pthread_mutex_unlock(&s->refresh_lock);
         return;
     }
-    int64_t leaders = 0, lead_memories = 0, lead_cubes = 0;
+    int64_t leaders = 0, lead_memories = 0, lead_cubes = 0, hosted = 0;
     bool open = node_stores_enter(n);
-    for (size_t i = 0; i < n->n_groups; i++) {
+    size_t slots = node_group_slots(n);
+    for (size_t i = 0; i < slots; i++) {
         node_group *ng = &n->groups[i];
         mg_node_group_status st;
         node_group_snapshot(n, ng, &st);
-        bool leads = st.raft_state == RAFT_LEADER;
+        hosted += atomic_load(&ng->hosted);
+        bool leads = st.raft_state == RAFT_LEADER && atomic_load(&ng->hosted);
         leaders += leads;
         int64_t cubes = 0, memories = 0;
         mg_error err = {0};
         if (open && ng->store != NULL && count_group(ng->store, &cubes, &memories, &err) != MG_OK)
             mg_warn("node.stats_count", "group=%llu err=\"%s\"", (unsigned long long)ng->group_id,
                     err.msg);
-        mg_gauge_set(s->cubes[i], cubes);
-        mg_gauge_set(s->memories[i], memories);
+        if (group_gauges(n, i)) {
+            mg_gauge_set(s->cubes[i], cubes);
+            mg_gauge_set(s->memories[i], memories);
+        }
         if (leads) {
             lead_cubes += cubes;
             lead_memories += memories;
@@ -228,6 +237,7 @@ static void refresh_gauges(mg_node *n)
     if (open)
         node_stores_leave(n);
     mg_gauge_set(s->leaders, leaders);
+    mg_gauge_set(s->groups, hosted);
     s->lead_cubes = lead_cubes;
     s->lead_memories = lead_memories;
     s->refreshed_ns = mg_clock_mono_ns();

@@ -184,9 +184,55 @@ static int check_one(access_check *a, const mg_cmd *cmd, mg_error *err)
                                 "user records are changed by internal "
                                 "requests only");
         return MG_OK;
+    case MG_CMD_META_SET:
+    case MG_CMD_SLOTS_SET:
+    case MG_CMD_SLOTS_DROP:
+        if (!internal)
+            return mg_error_set(err, MG_EPERM, "%s is an internal command", mg_cmd_name(cmd->kind));
+        return MG_OK;
     default:
         return mg_error_set(err, MG_EINVAL, "unknown command kind %d", cmd->kind);
     }
+}
+
+/* ---- slot ownership ----------------------------------------------------- */
+
+/* The cube a command is scoped to, or NULL (user and cluster commands). */
+static const char *cmd_cube(const mg_cmd *cmd)
+{
+    switch (cmd->kind) {
+    case MG_CMD_CUBE_CREATE:
+        return cmd->cube.cube_id;
+    case MG_CMD_CUBE_DELETE:
+    case MG_CMD_MEM_PUT:
+    case MG_CMD_MEM_UPDATE:
+    case MG_CMD_MEM_DELETE:
+    case MG_CMD_MEM_DELETE_WHERE:
+        return cmd->cube_id;
+    default:
+        return NULL;
+    }
+}
+
+/* Loop: answers MG_EWRONGGROUP and returns false when a command names a
+ * cube whose slot the group does not own (as of its last applied entry;
+ * apply checks again in log order). */
+static bool check_owned(node_ctx *c, node_group *ng)
+{
+    c->write_cube[0] = '\0';
+    for (size_t i = 0; i < c->n_cmds; i++) {
+        const char *cube = cmd_cube(&c->cmds[i]);
+        uint64_t epoch;
+        if (cube == NULL)
+            continue;
+        if (c->write_cube[0] == '\0')
+            snprintf(c->write_cube, sizeof c->write_cube, "%s", cube);
+        if (!node_group_owns(ng, cube, &epoch)) {
+            node_reply_wrong_group(c, ng->group_id, cube, epoch);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* ---- the loop side ------------------------------------------------------ */
@@ -230,6 +276,8 @@ static void on_proposed(mg_group_proposal *p, int status, const mg_cmd_outcome *
     pending_forget(n, c);
     if (status == MG_OK)
         node_stats_commit(n, mg_clock_mono_ns() - c->propose_ns);
+    if (status == MG_ESHUTDOWN && !n->host_closed)
+        status = MG_EUNAVAIL; /* the group's replica was closed, not the node */
     if (status != MG_OK) {
         uint64_t lid = 0;
         const char *addr = NULL;
@@ -246,6 +294,18 @@ static void on_proposed(mg_group_proposal *p, int status, const mg_cmd_outcome *
                  (unsigned long long)c->env.rid, (unsigned long long)c->env.group,
                  mg_errname(status));
         node_reply_error(c, status, msg, lid, addr);
+        return;
+    }
+    size_t wrong = 0;
+    for (size_t i = 0; i < n_out; i++)
+        wrong += outcomes[i].code == MG_EWRONGGROUP;
+    if (n_out > 0 && wrong == n_out) {
+        /* Ownership moved between the check and the apply: nothing applied. */
+        node_group *ng = node_group_find(n, c->env.group);
+        uint64_t epoch = 0;
+        if (ng != NULL && c->write_cube[0] != '\0')
+            node_group_owns(ng, c->write_cube, &epoch);
+        node_reply_wrong_group(c, c->env.group, c->write_cube, epoch);
         return;
     }
     msgpack_sbuffer sb;
@@ -266,13 +326,16 @@ static void write_on_loop(node_ctx *c)
     int rc;
     if (node_expired(c))
         return;
-    node_group *ng = node_group_find(n, c->env.group);
-    if (ng == NULL) {
-        node_check_group(c, c->env.group, true); /* answers MG_ENOTFOUND */
+    if (n->host_closed) {
+        node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
         return;
     }
-    if (ng->g == NULL) {
-        node_reply_error(c, MG_ESHUTDOWN, "the node is stopping", 0, NULL);
+    node_group *ng = node_group_find(n, c->env.group);
+    if (ng == NULL || ng->g == NULL) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "group %llu is not hosted on node %llu",
+                 (unsigned long long)c->env.group, (unsigned long long)n->cfg.node_id);
+        node_reply_error(c, MG_ENOTFOUND, msg, 0, NULL);
         return;
     }
     if (!mg_group_is_leader(ng->g)) {
@@ -295,6 +358,8 @@ static void write_on_loop(node_ctx *c)
                          ng->replica_id, NULL);
         return;
     }
+    if (!check_owned(c, ng))
+        return;
     access_check a = {.n = n, .ng = ng, .user = c->user};
     a.views = malloc(c->n_cmds * sizeof *a.views);
     if (a.views == NULL) {

@@ -39,8 +39,12 @@ struct mg_router {
     uint32_t sim_dims;              /* dimensions compared by dedup (hash: the feature part) */
     double relativity_scale;        /* > 0: relativity = 1 - exp(-raw / scale); 0: raw */
     struct mg_llm *llm;             /* fine mode; NULL = refused */
-    uint32_t n_data_groups;
-    uint64_t *data_groups;          /* the distinct data groups of the slot map */
+    unsigned call_timeout_ms;       /* a cluster call's deadline (resolved) */
+
+    /* Where the cluster is: the seeds' rpc URLs (copies), e.g. for
+     * POST /admin/init, which asks each of them NODE_INFO. */
+    char **seeds;
+    size_t n_seeds;
 
     /* Worker pool. */
     pthread_t *workers;
@@ -156,6 +160,15 @@ int cube_ensure_writable(mg_router *r, const char *user, const char *cube_id, mg
 /* Creates a cube (MG_EEXIST when present). shared may be NULL. */
 int cube_create(mg_router *r, const char *cube_id, const char *owner, const char *name,
                 const json_t *shared, mg_error *err);
+
+/* The data groups of the current map (malloc'd, *n of them; refreshes the
+ * map once when there is none): MG_EUNAVAIL "cluster not initialized" when
+ * there is still none, MG_ENOMEM. */
+int router_data_groups(mg_router *r, uint64_t **out, size_t *n, mg_error *err);
+
+/* MG_OK when the router has a cluster map (fetching one when it has none),
+ * else MG_EUNAVAIL with MG_CLIENT_NO_MAP_MSG (HTTP 503). */
+int router_need_map(mg_router *r, mg_error *err);
 
 /* Forgets a cached cube. */
 void cube_forget(mg_router *r, const char *cube_id);

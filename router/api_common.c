@@ -320,3 +320,30 @@ double router_relativity(const mg_router *r, double raw)
         return raw > 1.0 ? 1.0 : raw;
     return 1.0 - exp(-raw / r->relativity_scale);
 }
+
+/* ---- the cluster map ------------------------------------------------------ */
+
+int router_need_map(mg_router *r, mg_error *err)
+{
+    if (mg_client_epoch(r->client) != 0)
+        return MG_OK;
+    mg_client_refresh(r->client, NULL);
+    if (mg_client_epoch(r->client) != 0)
+        return MG_OK;
+    return mg_error_set(err, MG_EUNAVAIL, "%s", MG_CLIENT_NO_MAP_MSG);
+}
+
+int router_data_groups(mg_router *r, uint64_t **out, size_t *n, mg_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    int rc = router_need_map(r, err);
+    if (rc != MG_OK)
+        return rc;
+    uint64_t *groups = malloc(MG_CMAP_GROUPS_MAX * sizeof *groups);
+    if (groups == NULL)
+        return mg_error_set(err, MG_ENOMEM, "out of memory");
+    *n = mg_client_data_groups(r->client, groups, MG_CMAP_GROUPS_MAX);
+    *out = groups;
+    return MG_OK;
+}

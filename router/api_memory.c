@@ -57,7 +57,6 @@ static int list_cube(mg_router *r, const char *user, const char *cube_id, const 
     uint8_t after[16];
     bool have_after = false, more = true;
     size_t seen = 0;
-    uint64_t group = mg_client_group(r->client, cube_id, strlen(cube_id));
     *truncated = false;
     while (more) {
         if (seen >= max) {
@@ -82,8 +81,8 @@ static int list_cube(mg_router *r, const char *user, const char *cube_id, const 
             return mg_error_set(err, MG_ENOMEM, "out of memory");
         }
         mg_client_reply rep;
-        rc = mg_client_call1(r->client, user ? user : "", MG_OP_MEM_LIST, group, sb.data, sb.size,
-                             &rep, err);
+        rc = mg_client_call_cube(r->client, user ? user : "", MG_OP_MEM_LIST, cube_id, sb.data,
+                                 sb.size, &rep, err);
         msgpack_sbuffer_destroy(&sb);
         if (rc != MG_OK)
             return mg_error_wrap(err, rc, "cube \"%s\"", cube_id);
@@ -336,15 +335,22 @@ static int lookup_ids(mg_router *r, const uint8_t (*ids)[16], size_t n, json_t *
         msgpack_sbuffer_destroy(&sb);
         return mg_error_set(err, MG_ENOMEM, "out of memory");
     }
-    size_t ng = r->n_data_groups;
-    mg_client_call *calls = calloc(ng, sizeof *calls);
+    uint64_t *groups;
+    size_t ng;
+    rc = router_data_groups(r, &groups, &ng, err);
+    if (rc != MG_OK) {
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
+    }
+    mg_client_call *calls = calloc(ng ? ng : 1, sizeof *calls);
     if (calls == NULL) {
+        free(groups);
         msgpack_sbuffer_destroy(&sb);
         return mg_error_set(err, MG_ENOMEM, "out of memory");
     }
     for (size_t g = 0; g < ng; g++) {
         calls[g].op = MG_OP_MEM_GET;
-        calls[g].group = r->data_groups[g];
+        calls[g].group = groups[g];
         calls[g].body = sb.data;
         calls[g].body_len = sb.size;
     }
@@ -396,6 +402,7 @@ static int lookup_ids(mg_router *r, const uint8_t (*ids)[16], size_t n, json_t *
         mg_client_reply_free(&calls[g].reply);
     }
     free(calls);
+    free(groups);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }

@@ -4,6 +4,7 @@
  * /health, /openapi.json, and the chat endpoints (503 without a chat model,
  * as in MemOS).
  */
+#include "admin.h"
 #include "api.h"
 
 #include <pthread.h>
@@ -140,6 +141,29 @@ static const char stats_resp[] =
     "\"memories\":{\"type\":\"integer\"},\"cubes\":{\"type\":\"integer\"},\"error\":" S_STR
     "}}},\"cluster\":" S_OBJ "}}";
 
+#define S_ARR "{\"type\":\"array\"}"
+#define S_INT "{\"type\":\"integer\"}"
+
+static const char admin_map_resp[] =
+    "{\"type\":\"object\",\"properties\":{\"epoch\":" S_INT ",\"nodes\":" S_ARR
+    ",\"groups\":" S_ARR ",\"slots\":" S_ARR "}}";
+static const char admin_init_req[] =
+    "{\"type\":\"object\",\"required\":[\"groups\",\"replicas\"],\"properties\":{"
+    "\"groups\":" S_INT ",\"replicas\":" S_INT ",\"nodes\":" S_STRS "}}";
+static const char admin_add_node_req[] =
+    "{\"type\":\"object\",\"required\":[\"rpc\"],\"properties\":{\"rpc\":" S_STR "}}";
+static const char admin_id_req[] =
+    "{\"type\":\"object\",\"required\":[\"id\"],\"properties\":{\"id\":" S_INT "}}";
+static const char admin_transfer_req[] =
+    "{\"type\":\"object\",\"required\":[\"group\"],\"properties\":{\"group\":" S_INT
+    ",\"to\":" S_INT "}}";
+static const char admin_move_req[] =
+    "{\"type\":\"object\",\"required\":[\"group\",\"from\",\"to\"],\"properties\":{"
+    "\"group\":" S_INT ",\"from\":" S_INT ",\"to\":" S_INT "}}";
+static const char admin_rebalance_req[] =
+    "{\"type\":\"object\",\"properties\":{\"to_group\":" S_INT
+    ",\"new_group\":{\"type\":\"boolean\"},\"replicas\":" S_INT ",\"slots\":" S_STR "}}";
+
 /* ---- the table ------------------------------------------------------------ */
 
 const mg_route mg_routes[] = {
@@ -177,6 +201,34 @@ const mg_route mg_routes[] = {
      "Latency percentiles and counts per endpoint, stage and node op, merged across the "
      "router and the nodes (memgrid ctl stats)",
      NULL, stats_resp, true},
+    /* Admin API (cluster), router/admin*.c; docs/API.md "Admin API (cluster)". */
+    {"GET", "/admin/map", false, false, false, api_admin_map, "The cluster map", NULL,
+     admin_map_resp, true},
+    {"POST", "/admin/init", false, false, true, api_admin_init,
+     "Initialize the cluster: meta group and data groups placed on the nodes", admin_init_req,
+     admin_map_resp, true},
+    {"GET", "/admin/status", false, false, false, api_admin_status,
+     "Nodes, groups, leaders and replica lag", NULL, S_OBJ, true},
+    {"GET", "/admin/nodes", false, false, false, api_admin_nodes, "The nodes of the map", NULL,
+     S_ARR, true},
+    {"POST", "/admin/nodes", false, false, true, api_admin_add_node, "Add a node to the map",
+     admin_add_node_req, S_OBJ, true},
+    {"POST", "/admin/nodes/remove", false, false, true, api_admin_remove_node,
+     "Remove a node: move its replicas elsewhere, then drop it", admin_id_req, S_OBJ, true},
+    {"GET", "/admin/groups", false, false, false, api_admin_groups,
+     "The groups: replicas, leader, slots, memories and cubes", NULL, S_ARR, true},
+    {"GET", "/admin/slots", false, false, false, api_admin_slots, "The slot map", NULL, S_OBJ,
+     true},
+    {"GET", "/admin/slots/", true, false, false, api_admin_slots,
+     "The slot map and the slot and group of one cube (the path ends with the cube id)", NULL,
+     S_OBJ, true},
+    {"POST", "/admin/transfer-leader", false, false, true, api_admin_transfer_leader,
+     "Move a group's leadership", admin_transfer_req, S_OBJ, true},
+    {"POST", "/admin/move-replica", false, false, true, api_admin_move_replica,
+     "Move a group's replica from one node to another", admin_move_req, S_OBJ, true},
+    {"POST", "/admin/rebalance", false, false, true, api_admin_rebalance,
+     "Move slots between data groups (optionally to a new group) with writes running",
+     admin_rebalance_req, S_OBJ, true},
 };
 const size_t mg_n_routes = sizeof mg_routes / sizeof mg_routes[0];
 
@@ -247,8 +299,11 @@ static json_t *build_openapi(const mg_router *r)
     json_t *paths = json_object();
     for (size_t i = 0; i < mg_n_routes; i++) {
         const mg_route *rt = &mg_routes[i];
+        /* The one prefix route besides get_memory/{memory_id}: admin/slots/{cube_id}. */
+        bool by_cube = rt->prefix && strncmp(rt->path, "/admin/", 7) == 0;
         char path[128];
-        snprintf(path, sizeof path, "%s%s", rt->path, rt->prefix ? "{memory_id}" : "");
+        snprintf(path, sizeof path, "%s%s", rt->path,
+                 !rt->prefix ? "" : by_cube ? "{cube_id}" : "{memory_id}");
         json_t *item = json_object_get(paths, path);
         if (item == NULL) {
             item = json_object();
@@ -256,7 +311,11 @@ static json_t *build_openapi(const mg_router *r)
         }
         json_t *op = json_object();
         json_object_set_new(op, "summary", json_string(rt->summary));
-        if (rt->prefix)
+        if (by_cube)
+            json_object_set_new(op, "parameters",
+                                json_pack("[{s:s,s:s,s:b,s:{s:s}}]", "name", "cube_id", "in",
+                                          "path", "required", 1, "schema", "type", "string"));
+        else if (rt->prefix)
             json_object_set_new(op, "parameters",
                                 json_pack("[{s:s,s:s,s:b,s:{s:s,s:s}}]", "name", "memory_id",
                                           "in", "path", "required", 1, "schema", "type", "string",

@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SESSION_BOOST 0.05      /* added to the rank of a hit of the request's session */
 #define DEDUP_FETCH_FACTOR 5    /* MemOS fetches top_k × 5 before sim/mmr dedup */
@@ -43,7 +44,15 @@ typedef struct search_params {
     int dedup;
     const char *memory_type;   /* NULL for All */
     bool pref, tool, skill;
+    int consistency;           /* enum consistency */
 } search_params;
+
+/* The read option of a search ("consistency"). */
+enum consistency {
+    CONSISTENCY_LEADER = 0, /* the group's leader: read-your-writes */
+    CONSISTENCY_STRONG,     /* the leader after a Raft barrier ("strong": true) */
+    CONSISTENCY_FOLLOWER,   /* any live replica ("follower": true): may be behind */
+};
 
 typedef struct hit_list {
     mg_hit *hits;
@@ -221,14 +230,14 @@ static int read_reply(const mg_wire_rep *rep, hit_list *out, int *cube_status, c
 
 /* Packs the SEARCH body fields other than "assign". */
 static int pack_search(msgpack_packer *pk, const float *qvec, uint32_t dim, size_t k, bool vecs,
-                       const char *cube_id, uint64_t group, const json_t *filter)
+                       bool strong, const char *cube_id, uint64_t group, const json_t *filter)
 {
     int rc = 0;
     rc |= mg_mp_pack_cstr(pk, "vec") | mg_mp_pack_binn(pk, qvec, (size_t)dim * 4);
     rc |= mg_mp_pack_cstr(pk, "k") | msgpack_pack_uint64(pk, k);
     rc |= mg_mp_pack_cstr(pk, "scan") | msgpack_pack_uint32(pk, 0);
     rc |= mg_mp_pack_cstr(pk, "strong");
-    rc |= msgpack_pack_false(pk);
+    rc |= strong ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rc |= mg_mp_pack_cstr(pk, "vecs");
     rc |= vecs ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rc |= mg_mp_pack_cstr(pk, "cubes") | msgpack_pack_array(pk, 1) | msgpack_pack_map(pk, 3);
@@ -257,12 +266,15 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
                (sp->skill ? (size_t)sp->skill_k : 0);
     bool want_vecs = sp->dedup == MG_DEDUP_SIM || sp->dedup == MG_DEDUP_MMR;
     uint64_t group = mg_client_group(r->client, cube_id, strlen(cube_id));
+    if (group == 0)
+        return mg_error_set(err, MG_EUNAVAIL, "%s", MG_CLIENT_NO_MAP_MSG);
 
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (pack_search(&pk, qvec, r->dim, k, want_vecs, cube_id, group, filter) != MG_OK) {
+    if (pack_search(&pk, qvec, r->dim, k, want_vecs, sp->consistency == CONSISTENCY_STRONG,
+                    cube_id, group, filter) != MG_OK) {
         msgpack_sbuffer_destroy(&sb);
         return mg_error_set(err, MG_ENOMEM, "out of memory");
     }
@@ -271,7 +283,8 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
                              .fields_len = sb.size,
                              .n_fields = 6,
                              .groups = &group,
-                             .n_groups = 1};
+                             .n_groups = 1,
+                             .follower = sp->consistency == CONSISTENCY_FOLLOWER};
     uint64_t sent = mg_clock_mono_ns();
     stage_ns[ROUTER_STAGE_ROUTE] += sent - t_stage;
     int rc = mg_client_search(r->client, sp->user, sv, err);
@@ -434,7 +447,7 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     }
     search_params sp;
     memset(&sp, 0, sizeof sp);
-    const char *query, *mode, *single, *session, *memory_type = NULL;
+    const char *query, *mode, *single, *session, *memory_type = NULL, *consistency;
     const json_t *cube_list, *filter;
     if (api_str(body, "query", true, &query, resp) != MG_OK ||
         api_user_id(body, "user_id", true, &sp.user, resp) != MG_OK ||
@@ -442,6 +455,7 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         api_str(body, "mem_cube_id", false, &single, resp) != MG_OK ||
         api_str(body, "session_id", false, &session, resp) != MG_OK ||
         api_str(body, "search_memory_type", false, &memory_type, resp) != MG_OK ||
+        api_str(body, "consistency", false, &consistency, resp) != MG_OK ||
         api_str_list(body, "readable_cube_ids", &cube_list, resp) != MG_OK ||
         api_int(body, "top_k", 10, 1, r->limits.max_top_k, &sp.top_k, resp) != MG_OK ||
         api_int(body, "pref_top_k", 6, 0, r->limits.max_top_k, &sp.pref_k, resp) != MG_OK ||
@@ -456,6 +470,17 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     if (mode && strcmp(mode, "fast") != 0 && strcmp(mode, "fine") != 0 &&
         strcmp(mode, "mixture") != 0) {
         api_fail(resp, 422, "field \"mode\" must be \"fast\", \"fine\" or \"mixture\"");
+        return;
+    }
+    if (consistency == NULL || strcmp(consistency, "leader") == 0) {
+        sp.consistency = CONSISTENCY_LEADER;
+    } else if (strcmp(consistency, "strong") == 0) {
+        sp.consistency = CONSISTENCY_STRONG;
+    } else if (strcmp(consistency, "follower") == 0) {
+        sp.consistency = CONSISTENCY_FOLLOWER;
+    } else {
+        api_fail(resp, 422,
+                 "field \"consistency\" must be \"leader\", \"strong\" or \"follower\"");
         return;
     }
     size_t qlen = strlen(query);
@@ -569,12 +594,36 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         goto done;
     }
     router_stage(r, ROUTER_OP_SEARCH, ROUTER_STAGE_EMBED, &t);
+    if (router_need_map(r, &err) != MG_OK) {
+        api_fail_err(resp, &err);
+        goto done;
+    }
     uint64_t stage_ns[ROUTER_STAGE_COUNT_] = {0};
     size_t n_missing = 0;
-    json_t *missing = json_array();
+    json_t *missing = NULL;
+    /* A cube answered MG_EWRONGGROUP (its group no longer owns it: our map is
+     * stale, or a rebalance is between its freeze and its flip), or missing
+     * while the map changed: refresh and run the whole search again, until
+     * the call deadline. */
+    uint64_t deadline = mg_clock_mono_ns() + (uint64_t)r->call_timeout_ms * 1000000u;
+again:
+    n_missing = 0;
+    json_decref(missing);
+    missing = json_array();
+    uint64_t epoch0 = mg_client_epoch(r->client);
+    bool rerun = false;
     for (size_t i = 0; i < nc; i++) {
+        cube_result_clear(&res[i]);
         res[i].cube_id = cubes[i];
         int rc = search_cube(r, &sp, qvec, cubes[i], filters[i], &res[i], stage_ns, &err);
+        if (rc == MG_EWRONGGROUP) {
+            rerun = true;
+            break;
+        }
+        if ((rc == MG_EUNAVAIL || rc == MG_ETIMEDOUT) && mg_client_epoch(r->client) != epoch0) {
+            rerun = true;
+            break;
+        }
         if (rc == MG_EUNAVAIL || rc == MG_ETIMEDOUT) {
             /* Its group did not answer: say so, never silently short. */
             for (int b = 0; b < 4; b++)
@@ -593,6 +642,17 @@ void api_search(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
             api_fail_err(resp, &err);
             goto done;
         }
+    }
+    if (rerun) {
+        if (mg_clock_mono_ns() >= deadline) {
+            json_decref(missing);
+            api_fail_err(resp, &err);
+            goto done;
+        }
+        mg_client_refresh(r->client, NULL);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000L};
+        nanosleep(&ts, NULL);
+        goto again;
     }
     router_stage_ns(r, ROUTER_OP_SEARCH, ROUTER_STAGE_ROUTE, stage_ns[ROUTER_STAGE_ROUTE]);
     router_stage_ns(r, ROUTER_OP_SEARCH, ROUTER_STAGE_SCATTER, stage_ns[ROUTER_STAGE_SCATTER]);

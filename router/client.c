@@ -3,14 +3,16 @@
 #include "../lib/log.h"
 #include "../lib/mp.h"
 
+#include <errno.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/protocol/survey0/survey.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
+#include <unistd.h>
 
 /* A context and its aio, reused across calls. */
 typedef struct slot {
@@ -34,9 +36,17 @@ typedef struct slot_pool {
  * the node died): a pipe-removal notification cancels the requests in flight
  * on the socket instead, and mg_client_run retries them elsewhere at once.
  * "lost" (a connection dropped and none is up again) marks the node as down:
- * leader guesses skip it rather than wait SEND_WAIT_MS for a connection. */
+ * leader guesses skip it rather than wait SEND_WAIT_MS for a connection.
+ *
+ * Nodes live in an array allocated once with room for every node a map may
+ * name plus the seeds, so that a node_conn never moves: threads index it
+ * without a lock, a new one is set up under nodes_lock and published by a
+ * release store of n_nodes, and none is freed before mg_client_close. */
 typedef struct node_conn {
-    uint64_t id;
+    _Atomic uint64_t id;         /* 0: a seed whose id is not known yet */
+    char rpc[MG_CMAP_URL_MAX];   /* the URL dialed (fixed once published) */
+    char survey[MG_CMAP_URL_MAX]; /* "" until known; nodes_lock */
+    bool survey_dialed;          /* nodes_lock */
     slot_pool req;
     pthread_mutex_t lock;        /* inflight */
     slot *inflight;
@@ -44,6 +54,7 @@ typedef struct node_conn {
     _Atomic int pipes;           /* connections up */
     _Atomic bool lost;
     bool lock_init;
+    bool sock_open;
 } node_conn;
 
 /* nng's surveyor queues at most 8 surveys per pipe that are waiting to go
@@ -58,20 +69,47 @@ typedef struct node_conn {
  * taken as down and the next one is tried (mg_client_run). */
 #define SEND_WAIT_MS 300
 #define SURVEY_INFLIGHT 8
+#define SEEDS_MAX 16
+#define NODES_CAP (MG_CMAP_NODES_MAX + SEEDS_MAX)
+#define REFRESH_REUSE_MS 20
+#define RETRY_PAUSE_MS 20
+#define PROBE_OPEN_MS 250
 
 struct mg_client {
-    node_conn *nodes;
-    size_t n_nodes;
+    node_conn *nodes;            /* NODES_CAP entries */
+    _Atomic size_t n_nodes;      /* published (release) after the entry is set up */
+    pthread_mutex_t nodes_lock;  /* adding nodes, survey dials */
     slot_pool survey[SURVEY_SOCKETS];
+    bool survey_open[SURVEY_SOCKETS];
     int survey_inflight[SURVEY_SOCKETS];
     unsigned survey_next;
     pthread_mutex_t survey_lock;
     pthread_cond_t survey_free;
-    uint64_t slot_group[MG_ROUTER_SLOTS];
-    _Atomic int leader[MG_ROUTER_GROUPS_MAX]; /* group → index in nodes */
+
+    /* The map: read by every request, replaced rarely. */
+    pthread_rwlock_t map_lock;
+    mg_cmap *map;
+    _Atomic uint64_t epoch;
+
+    _Atomic int leader[MG_CMAP_GROUPS_MAX]; /* group → index in nodes, -1 = none */
+    _Atomic unsigned spread;                /* follower reads: round robin */
     _Atomic uint64_t next_rid;
     unsigned call_timeout_ms;
     unsigned survey_timeout_ms;
+
+    /* Refresh: one META_GET at a time, reused for REFRESH_REUSE_MS. */
+    pthread_mutex_t refresh_lock;
+    pthread_cond_t refresh_cond;
+    bool refreshing;
+    uint64_t refresh_gen;
+    uint64_t refresh_done_ms;
+    int refresh_rc;
+    mg_error refresh_err;
+
+    /* The map cache file. */
+    char *map_cache;
+    pthread_mutex_t cache_lock;
+    uint64_t cache_epoch;        /* epoch of the map last saved */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -180,20 +218,25 @@ static void pool_destroy(slot_pool *p)
     pthread_mutex_destroy(&p->lock);
 }
 
-static int node_index(const mg_client *c, uint64_t node_id)
+static size_t nodes_count(const mg_client *c)
 {
-    for (size_t i = 0; i < c->n_nodes; i++)
-        if (c->nodes[i].id == node_id)
-            return (int)i;
-    return -1;
+    return atomic_load_explicit(&((mg_client *)c)->n_nodes, memory_order_acquire);
 }
 
-static int leader_of(mg_client *c, uint64_t group)
+static uint64_t node_id_at(const mg_client *c, size_t i)
 {
-    if (group >= MG_ROUTER_GROUPS_MAX)
-        return 0;
-    int i = atomic_load_explicit(&c->leader[group], memory_order_relaxed);
-    return i >= 0 && (size_t)i < c->n_nodes ? i : 0;
+    return atomic_load_explicit(&c->nodes[i].id, memory_order_acquire);
+}
+
+static int node_index(const mg_client *c, uint64_t node_id)
+{
+    if (node_id == 0)
+        return -1;
+    size_t n = nodes_count(c);
+    for (size_t i = 0; i < n; i++)
+        if (node_id_at(c, i) == node_id)
+            return (int)i;
+    return -1;
 }
 
 /* The connection to node i dropped and none is up again. */
@@ -201,30 +244,6 @@ static bool node_down(mg_client *c, int i)
 {
     node_conn *n = &c->nodes[i];
     return atomic_load(&n->lost) && atomic_load(&n->pipes) == 0;
-}
-
-/* Moves the guess for `group` to the hinted node, or to the next node that
- * is not down when the hint names none we know or a node that is down (a
- * follower names the old leader until it notices it is gone). false when
- * the hint was not used. */
-static bool leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int tried)
-{
-    if (group >= MG_ROUTER_GROUPS_MAX)
-        return false;
-    int i = hint_id ? node_index(c, hint_id) : -1;
-    bool used = i >= 0 && !node_down(c, i);
-    if (!used) {
-        i = (int)(((size_t)tried + 1) % c->n_nodes);
-        for (size_t k = 1; k <= c->n_nodes; k++) {
-            int j = (int)(((size_t)tried + k) % c->n_nodes);
-            if (!node_down(c, j)) {
-                i = j;
-                break;
-            }
-        }
-    }
-    atomic_store_explicit(&c->leader[group], i, memory_order_relaxed);
-    return used;
 }
 
 /* ---- connection drops (nng pipe notifications) --------------------------- */
@@ -275,122 +294,436 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     for (slot *s = n->inflight; s != NULL; s = s->inext)
         nng_aio_cancel(s->aio);
     pthread_mutex_unlock(&n->lock);
-    mg_debug("router.node_dropped", "node=%llu", (unsigned long long)n->id);
+    mg_debug("router.node_dropped", "node=%llu", (unsigned long long)atomic_load(&n->id));
+}
+
+/* ---- the node table --------------------------------------------------------- */
+
+/* Dials node n's survey URL on every surveyor (nodes_lock held). */
+static void survey_dial_locked(mg_client *c, node_conn *n, const char *survey)
+{
+    if (n->survey_dialed || survey == NULL || survey[0] == '\0')
+        return;
+    snprintf(n->survey, sizeof n->survey, "%s", survey);
+    for (int k = 0; k < SURVEY_SOCKETS; k++) {
+        int rv = nng_dial(c->survey[k].sock, n->survey, NULL, NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            mg_warn("router.dial_failed", "url=%s err=\"%s\"", n->survey, nng_strerror(rv));
+            return;
+        }
+    }
+    n->survey_dialed = true;
+}
+
+/* Sets up nodes[i] and dials rpc (nodes_lock held). */
+static int node_conn_init(mg_client *c, node_conn *n, uint64_t id, const char *rpc, mg_error *err)
+{
+    memset(n, 0, sizeof *n);
+    atomic_init(&n->id, id);
+    atomic_init(&n->drops, 0);
+    atomic_init(&n->pipes, 0);
+    atomic_init(&n->lost, false);
+    snprintf(n->rpc, sizeof n->rpc, "%s", rpc);
+    if (pool_init(&n->req) != MG_OK)
+        return mg_error_set(err, MG_ENOMEM, "client: mutex");
+    if (pthread_mutex_init(&n->lock, NULL) != 0) {
+        pthread_mutex_destroy(&n->req.lock);
+        return mg_error_set(err, MG_ENOMEM, "client: mutex");
+    }
+    n->lock_init = true;
+    int rv = nng_req0_open(&n->req.sock);
+    if (rv != 0) {
+        pthread_mutex_destroy(&n->req.lock);
+        pthread_mutex_destroy(&n->lock);
+        n->lock_init = false;
+        return mg_error_set(err, MG_EUNAVAIL, "client: req socket: %s", nng_strerror(rv));
+    }
+    n->sock_open = true;
+    rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_ADD_POST, pipe_event, n);
+    if (rv == 0)
+        rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_REM_POST, pipe_event, n);
+    if (rv != 0)
+        return mg_error_set(err, MG_EUNAVAIL, "client: pipe notify: %s", nng_strerror(rv));
+    /* We retry ourselves, with the call's deadline. */
+    nng_socket_set_ms(n->req.sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(n->req.sock, NNG_OPT_RECVMAXSZ, 0);
+    nng_socket_set_int(n->req.sock, NNG_OPT_SENDBUF, 1024);
+    nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMAXT, 500);
+    rv = nng_dial(n->req.sock, rpc, NULL, NNG_FLAG_NONBLOCK);
+    if (rv != 0)
+        return mg_error_set(err, MG_EUNAVAIL, "client: dial %s: %s", rpc, nng_strerror(rv));
+    (void)c;
+    return MG_OK;
+}
+
+/* The node's index, adding (and dialing) it when new: found by id, else a
+ * seed of unknown id dialed at the same rpc URL takes the id. id 0 adds a
+ * seed (found by its URL). -1 when the table is full or the dial fails. */
+static int node_add(mg_client *c, uint64_t id, const char *rpc, const char *survey)
+{
+    pthread_mutex_lock(&c->nodes_lock);
+    size_t n = nodes_count(c);
+    int found = -1;
+    for (size_t i = 0; i < n && found < 0 && id != 0; i++)
+        if (node_id_at(c, i) == id)
+            found = (int)i;
+    for (size_t i = 0; i < n && found < 0 && rpc != NULL; i++)
+        if (strcmp(c->nodes[i].rpc, rpc) == 0 && (id == 0 || node_id_at(c, i) == 0)) {
+            found = (int)i;
+            if (id != 0)
+                atomic_store_explicit(&c->nodes[i].id, id, memory_order_release);
+        }
+    if (found >= 0) {
+        survey_dial_locked(c, &c->nodes[found], survey);
+        pthread_mutex_unlock(&c->nodes_lock);
+        return found;
+    }
+    if (n >= NODES_CAP || rpc == NULL || rpc[0] == '\0' || strlen(rpc) >= MG_CMAP_URL_MAX) {
+        pthread_mutex_unlock(&c->nodes_lock);
+        mg_warn("router.node_table", "cannot add node %llu (%s): %s", (unsigned long long)id,
+                rpc ? rpc : "", n >= NODES_CAP ? "table full" : "bad URL");
+        return -1;
+    }
+    node_conn *nc = &c->nodes[n];
+    mg_error err;
+    if (node_conn_init(c, nc, id, rpc, &err) != MG_OK) {
+        if (nc->sock_open)
+            nng_close(nc->req.sock);
+        if (nc->lock_init) {
+            pthread_mutex_destroy(&nc->lock);
+            pthread_mutex_destroy(&nc->req.lock);
+        }
+        memset(nc, 0, sizeof *nc);
+        pthread_mutex_unlock(&c->nodes_lock);
+        mg_warn("router.node_table", "node %llu: %s", (unsigned long long)id, err.msg);
+        return -1;
+    }
+    survey_dial_locked(c, nc, survey);
+    atomic_store_explicit(&c->n_nodes, n + 1, memory_order_release);
+    pthread_mutex_unlock(&c->nodes_lock);
+    mg_debug("router.node_added", "node=%llu rpc=%s", (unsigned long long)id, rpc);
+    return (int)n;
+}
+
+/* ---- the map and leader guesses -------------------------------------------- */
+
+/* Node indices that may serve `group`: its replicas in the map, in order;
+ * for group 0 then every other known node (without a map, or when the meta
+ * group moved since our map, any node may be the one to ask). out has
+ * NODES_CAP room. */
+static size_t group_candidates(mg_client *c, uint64_t group, int *out)
+{
+    size_t k = 0;
+    pthread_rwlock_rdlock(&c->map_lock);
+    if (c->map->epoch == 0) {
+        pthread_rwlock_unlock(&c->map_lock);
+        if (group != 0)
+            return 0;
+        size_t n = nodes_count(c);
+        for (size_t i = 0; i < n; i++)
+            out[k++] = (int)i;
+        return k;
+    }
+    const mg_cmap_group *g = mg_cmap_group_get(c->map, group);
+    for (uint32_t r = 0; g != NULL && r < g->n_replicas; r++) {
+        int i = node_index(c, g->replicas[r]);
+        if (i >= 0)
+            out[k++] = i;
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+    if (group == 0) {
+        size_t n = nodes_count(c), first = k;
+        for (size_t i = 0; i < n; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < first && !dup; j++)
+                dup = out[j] == (int)i;
+            if (!dup)
+                out[k++] = (int)i;
+        }
+    }
+    return k;
+}
+
+static void leader_set(mg_client *c, uint64_t group, int i)
+{
+    if (group < MG_CMAP_GROUPS_MAX)
+        atomic_store_explicit(&c->leader[group], i, memory_order_relaxed);
+}
+
+/* The node to ask for `group`: the guess when it is a candidate that is not
+ * down, else the first candidate that is not down (remembered). -1 when the
+ * group has no candidate. *all_down when every candidate is down. */
+static int leader_pick(mg_client *c, uint64_t group, bool *all_down)
+{
+    int cand[NODES_CAP];
+    size_t n = group_candidates(c, group, cand);
+    *all_down = false;
+    if (n == 0)
+        return -1;
+    int g = group < MG_CMAP_GROUPS_MAX
+                ? atomic_load_explicit(&c->leader[group], memory_order_relaxed)
+                : -1;
+    bool in = false;
+    for (size_t k = 0; k < n && !in; k++)
+        in = cand[k] == g;
+    if (in && !node_down(c, g))
+        return g;
+    for (size_t k = 0; k < n; k++)
+        if (!node_down(c, cand[k])) {
+            leader_set(c, group, cand[k]);
+            return cand[k];
+        }
+    *all_down = true;
+    return in ? g : cand[0];
+}
+
+/* Moves the guess for `group` to the hinted node, or to the next candidate
+ * after `tried` that is not down when the hint names none we know or a node
+ * that is down (a follower names the old leader until it notices it is
+ * gone). Returns the hinted node's index when the hint was used (it may
+ * not be in our map yet: a newer one added it), else -1. */
+static int leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int tried)
+{
+    int i = hint_id ? node_index(c, hint_id) : -1;
+    if (i >= 0 && !node_down(c, i)) {
+        leader_set(c, group, i);
+        return i;
+    }
+    int cand[NODES_CAP];
+    size_t n = group_candidates(c, group, cand);
+    if (n == 0)
+        return -1;
+    size_t pos = n - 1; /* so that the scan starts at cand[0] when tried is not one */
+    for (size_t k = 0; k < n; k++)
+        if (cand[k] == tried)
+            pos = k;
+    int next = cand[(pos + 1) % n];
+    for (size_t k = 1; k <= n; k++) {
+        int j = cand[(pos + k) % n];
+        if (!node_down(c, j)) {
+            next = j;
+            break;
+        }
+    }
+    leader_set(c, group, next);
+    return -1;
+}
+
+uint64_t mg_client_group(mg_client *c, const char *cube_id, size_t len)
+{
+    pthread_rwlock_rdlock(&c->map_lock);
+    uint64_t g = c->map->epoch == 0 ? 0 : mg_cmap_cube_group(c->map, cube_id, len);
+    pthread_rwlock_unlock(&c->map_lock);
+    return g;
+}
+
+uint64_t mg_client_epoch(mg_client *c)
+{
+    return atomic_load(&c->epoch);
+}
+
+void mg_client_map(mg_client *c, mg_cmap *out)
+{
+    pthread_rwlock_rdlock(&c->map_lock);
+    memcpy(out, c->map, sizeof *out);
+    pthread_rwlock_unlock(&c->map_lock);
+}
+
+size_t mg_client_data_groups(mg_client *c, uint64_t *out, size_t cap)
+{
+    size_t k = 0;
+    pthread_rwlock_rdlock(&c->map_lock);
+    for (uint32_t i = 0; c->map->epoch != 0 && i < c->map->n_groups && k < cap; i++)
+        if (c->map->groups[i].id != 0)
+            out[k++] = c->map->groups[i].id;
+    pthread_rwlock_unlock(&c->map_lock);
+    return k;
+}
+
+unsigned mg_client_call_timeout(const mg_client *c)
+{
+    return c->call_timeout_ms;
+}
+
+/* Saves m to the cache file (tmp + rename), unless a newer one was saved. */
+static void cache_save(mg_client *c, const mg_cmap *m)
+{
+    if (c->map_cache == NULL)
+        return;
+    void *buf = NULL;
+    size_t len = 0;
+    mg_error err;
+    if (mg_cmap_encode(m, &buf, &len, &err) != MG_OK) {
+        mg_warn("router.map_cache", "encode: %s", err.msg);
+        return;
+    }
+    pthread_mutex_lock(&c->cache_lock);
+    if (m->epoch > c->cache_epoch) {
+        size_t plen = strlen(c->map_cache) + 32;
+        char *tmp = malloc(plen);
+        FILE *f = tmp ? (snprintf(tmp, plen, "%s.tmp.%d", c->map_cache, (int)getpid()),
+                         fopen(tmp, "wb"))
+                      : NULL;
+        bool ok = f != NULL && fwrite(buf, 1, len, f) == len && fflush(f) == 0 &&
+                  fsync(fileno(f)) == 0;
+        if (f != NULL && fclose(f) != 0)
+            ok = false;
+        if (ok && rename(tmp, c->map_cache) == 0) {
+            c->cache_epoch = m->epoch;
+        } else {
+            mg_warn("router.map_cache", "cannot write %s: %s", c->map_cache, strerror(errno));
+            if (tmp != NULL)
+                unlink(tmp);
+        }
+        free(tmp);
+    }
+    pthread_mutex_unlock(&c->cache_lock);
+    free(buf);
+}
+
+bool mg_client_set_map(mg_client *c, const mg_cmap *m)
+{
+    if (m->epoch <= atomic_load(&c->epoch))
+        return false;
+    /* Dial the nodes first, so that a request routed by the new map finds
+     * its node in the table. */
+    for (uint32_t i = 0; i < m->n_nodes; i++)
+        node_add(c, m->nodes[i].id, m->nodes[i].rpc, m->nodes[i].survey);
+    pthread_rwlock_wrlock(&c->map_lock);
+    bool newer = m->epoch > c->map->epoch;
+    if (newer) {
+        memcpy(c->map, m, sizeof *m);
+        atomic_store(&c->epoch, m->epoch);
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+    if (!newer)
+        return false;
+    mg_info("router.map", "epoch=%llu nodes=%u groups=%u", (unsigned long long)m->epoch,
+            m->n_nodes, m->n_groups);
+    cache_save(c, m);
+    return true;
+}
+
+/* Loads the cache file when it exists (a bad one is logged and ignored). */
+static void cache_load(mg_client *c)
+{
+    FILE *f = fopen(c->map_cache, "rb");
+    if (f == NULL) {
+        if (errno != ENOENT)
+            mg_warn("router.map_cache", "cannot read %s: %s", c->map_cache, strerror(errno));
+        return;
+    }
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+        if (len == cap) {
+            uint8_t *grown = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+            if (grown == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    mg_cmap *m = malloc(sizeof *m);
+    mg_error err;
+    if (buf == NULL || m == NULL) {
+        mg_warn("router.map_cache", "%s: out of memory", c->map_cache);
+    } else if (mg_cmap_decode(buf, len, m, &err) != MG_OK) {
+        mg_warn("router.map_cache", "%s: %s (ignored)", c->map_cache, err.msg);
+    } else {
+        pthread_mutex_lock(&c->cache_lock);
+        c->cache_epoch = m->epoch; /* it is on disk already */
+        pthread_mutex_unlock(&c->cache_lock);
+        mg_client_set_map(c, m);
+    }
+    free(m);
+    free(buf);
 }
 
 /* ---- open / close ------------------------------------------------------- */
 
+static void probe_unknown(mg_client *c, unsigned timeout_ms);
+
 int mg_client_open(const mg_client_config *cfg, mg_client **out, mg_error *err)
 {
-    if (cfg->n_nodes == 0 || cfg->n_nodes > MG_ROUTER_NODES_MAX || cfg->slot_group == NULL ||
-        cfg->call_timeout_ms == 0 || cfg->survey_timeout_ms == 0)
-        return mg_error_set(err, MG_EINVAL, "client: bad configuration");
+    if ((cfg->n_seeds == 0 && (cfg->map == NULL || cfg->map->epoch == 0) &&
+         cfg->map_cache == NULL) ||
+        cfg->n_seeds > SEEDS_MAX || cfg->call_timeout_ms == 0 || cfg->survey_timeout_ms == 0)
+        return mg_error_set(err, MG_EINVAL, "client: bad configuration (seeds: 1..%d)",
+                            SEEDS_MAX);
+    for (size_t i = 0; i < cfg->n_seeds; i++)
+        if (cfg->seeds[i] == NULL || cfg->seeds[i][0] == '\0' ||
+            strlen(cfg->seeds[i]) >= MG_CMAP_URL_MAX)
+            return mg_error_set(err, MG_EINVAL, "client: seed %zu is empty or too long", i + 1);
     mg_client *c = calloc(1, sizeof *c);
     if (c == NULL)
         return mg_error_set(err, MG_ENOMEM, "client: out of memory");
-    c->nodes = calloc(cfg->n_nodes, sizeof *c->nodes);
-    if (c->nodes == NULL) {
+    c->nodes = calloc(NODES_CAP, sizeof *c->nodes);
+    c->map = calloc(1, sizeof *c->map);
+    if (cfg->map_cache != NULL)
+        c->map_cache = strdup(cfg->map_cache);
+    if (c->nodes == NULL || c->map == NULL || (cfg->map_cache != NULL && c->map_cache == NULL)) {
+        free(c->nodes);
+        free(c->map);
+        free(c->map_cache);
         free(c);
         return mg_error_set(err, MG_ENOMEM, "client: out of memory");
     }
+    mg_cmap_init(c->map);
+    atomic_init(&c->n_nodes, 0);
+    atomic_init(&c->epoch, 0);
+    atomic_init(&c->spread, 0);
+    atomic_init(&c->next_rid, 1);
+    for (size_t g = 0; g < MG_CMAP_GROUPS_MAX; g++)
+        atomic_init(&c->leader[g], -1);
     c->call_timeout_ms = cfg->call_timeout_ms;
     c->survey_timeout_ms = cfg->survey_timeout_ms;
-    memcpy(c->slot_group, cfg->slot_group, sizeof c->slot_group);
-    for (size_t g = 0; g < MG_ROUTER_GROUPS_MAX; g++) {
-        int i = 0;
-        if (cfg->group_nodes != NULL && g < cfg->n_group_nodes) {
-            i = -1;
-            for (size_t n = 0; n < cfg->n_nodes; n++)
-                if (cfg->nodes[n].node_id == cfg->group_nodes[g])
-                    i = (int)n;
-            if (i < 0)
-                i = 0;
-        }
-        atomic_init(&c->leader[g], i);
-    }
-    atomic_init(&c->next_rid, 1);
-
-    int rc = MG_OK, rv;
+    pthread_mutex_init(&c->nodes_lock, NULL);
+    pthread_rwlock_init(&c->map_lock, NULL);
+    pthread_mutex_init(&c->refresh_lock, NULL);
+    pthread_cond_init(&c->refresh_cond, NULL);
+    pthread_mutex_init(&c->cache_lock, NULL);
     pthread_mutex_init(&c->survey_lock, NULL);
     pthread_cond_init(&c->survey_free, NULL);
-    for (int k = 0; k < SURVEY_SOCKETS; k++) {
+
+    int rc = MG_OK;
+    for (int k = 0; k < SURVEY_SOCKETS && rc == MG_OK; k++) {
         if (pool_init(&c->survey[k]) != MG_OK) {
-            for (int j = 0; j < k; j++) {
-                nng_close(c->survey[j].sock);
-                pool_destroy(&c->survey[j]);
-            }
-            free(c->nodes);
-            free(c);
-            return mg_error_set(err, MG_ENOMEM, "client: mutex");
+            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
+            break;
         }
-        rv = nng_surveyor0_open(&c->survey[k].sock);
+        int rv = nng_surveyor0_open(&c->survey[k].sock);
         if (rv != 0) {
             pool_destroy(&c->survey[k]);
-            for (int j = 0; j < k; j++) {
-                nng_close(c->survey[j].sock);
-                pool_destroy(&c->survey[j]);
-            }
-            free(c->nodes);
-            free(c);
-            return mg_error_set(err, MG_EUNAVAIL, "client: surveyor: %s", nng_strerror(rv));
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: surveyor: %s", nng_strerror(rv));
+            break;
         }
+        c->survey_open[k] = true;
         nng_socket_set_size(c->survey[k].sock, NNG_OPT_RECVMAXSZ, 0);
     }
-    for (size_t i = 0; i < cfg->n_nodes; i++) {
-        node_conn *n = &c->nodes[i];
-        n->id = cfg->nodes[i].node_id;
-        if (pool_init(&n->req) != MG_OK) {
-            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
-            break;
-        }
-        c->n_nodes = i + 1;
-        if (pthread_mutex_init(&n->lock, NULL) != 0) {
-            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
-            break;
-        }
-        n->lock_init = true;
-        atomic_init(&n->drops, 0);
-        atomic_init(&n->pipes, 0);
-        atomic_init(&n->lost, false);
-        rv = nng_req0_open(&n->req.sock);
-        if (rv != 0) {
-            rc = mg_error_set(err, MG_EUNAVAIL, "client: req socket: %s", nng_strerror(rv));
-            break;
-        }
-        rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_ADD_POST, pipe_event, n);
-        if (rv == 0)
-            rv = nng_pipe_notify(n->req.sock, NNG_PIPE_EV_REM_POST, pipe_event, n);
-        if (rv != 0) {
-            rc = mg_error_set(err, MG_EUNAVAIL, "client: pipe notify: %s", nng_strerror(rv));
-            break;
-        }
-        /* We retry ourselves, with the call's deadline. */
-        nng_socket_set_ms(n->req.sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        nng_socket_set_size(n->req.sock, NNG_OPT_RECVMAXSZ, 0);
-        nng_socket_set_int(n->req.sock, NNG_OPT_SENDBUF, 1024);
-        nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMINT, 20);
-        nng_socket_set_ms(n->req.sock, NNG_OPT_RECONNMAXT, 500);
-        rv = nng_dial(n->req.sock, cfg->nodes[i].rpc_url, NULL, NNG_FLAG_NONBLOCK);
-        if (rv != 0) {
-            rc = mg_error_set(err, MG_EUNAVAIL, "client: dial %s: %s", cfg->nodes[i].rpc_url,
-                              nng_strerror(rv));
-            break;
-        }
-        for (int k = 0; cfg->nodes[i].survey_url != NULL && k < SURVEY_SOCKETS; k++) {
-            rv = nng_dial(c->survey[k].sock, cfg->nodes[i].survey_url, NULL, NNG_FLAG_NONBLOCK);
-            if (rv != 0) {
-                rc = mg_error_set(err, MG_EUNAVAIL, "client: dial %s: %s",
-                                  cfg->nodes[i].survey_url, nng_strerror(rv));
-                break;
-            }
-        }
-        if (rc != MG_OK)
-            break;
-    }
+    for (size_t i = 0; rc == MG_OK && i < cfg->n_seeds; i++)
+        if (node_add(c, 0, cfg->seeds[i], NULL) < 0)
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: cannot dial seed %s", cfg->seeds[i]);
     if (rc != MG_OK) {
         mg_client_close(c);
         return rc;
     }
+    if (c->map_cache != NULL)
+        cache_load(c);
+    if (cfg->map != NULL && cfg->map->epoch > 0)
+        mg_client_set_map(c, cfg->map);
+    /* Learn the seeds' ids (a seed that is not up yet is asked again at the
+     * next refresh). */
+    probe_unknown(c, PROBE_OPEN_MS);
     *out = c;
     return MG_OK;
 }
@@ -399,26 +732,31 @@ void mg_client_close(mg_client *c)
 {
     if (c == NULL)
         return;
+    size_t n = nodes_count(c);
     for (int k = 0; k < SURVEY_SOCKETS; k++)
-        nng_close(c->survey[k].sock);
-    for (size_t i = 0; i < c->n_nodes; i++)
+        if (c->survey_open[k])
+            nng_close(c->survey[k].sock);
+    for (size_t i = 0; i < n; i++)
         nng_close(c->nodes[i].req.sock);
     for (int k = 0; k < SURVEY_SOCKETS; k++)
-        pool_destroy(&c->survey[k]);
-    pthread_cond_destroy(&c->survey_free);
-    pthread_mutex_destroy(&c->survey_lock);
-    for (size_t i = 0; i < c->n_nodes; i++) {
+        if (c->survey_open[k])
+            pool_destroy(&c->survey[k]);
+    for (size_t i = 0; i < n; i++) {
         pool_destroy(&c->nodes[i].req);
         if (c->nodes[i].lock_init)
             pthread_mutex_destroy(&c->nodes[i].lock);
     }
+    pthread_cond_destroy(&c->survey_free);
+    pthread_mutex_destroy(&c->survey_lock);
+    pthread_mutex_destroy(&c->nodes_lock);
+    pthread_rwlock_destroy(&c->map_lock);
+    pthread_mutex_destroy(&c->refresh_lock);
+    pthread_cond_destroy(&c->refresh_cond);
+    pthread_mutex_destroy(&c->cache_lock);
     free(c->nodes);
+    free(c->map);
+    free(c->map_cache);
     free(c);
-}
-
-uint64_t mg_client_group(const mg_client *c, const char *cube_id, size_t len)
-{
-    return c->slot_group[XXH3_64bits(cube_id, len) % MG_ROUTER_SLOTS];
 }
 
 void mg_client_reply_free(mg_client_reply *r)
@@ -433,27 +771,29 @@ void mg_client_reply_free(mg_client_reply *r)
 /* One call in flight. */
 typedef struct pending {
     mg_client_call *call;
+    uint64_t group;  /* this try's */
     int node;
+    int next;        /* the node a leader hint named for the next try, or -1 */
     slot *slot;
     uint64_t rid;
-    uint64_t drops; /* the node's drop count when the request was sent */
+    uint64_t drops;  /* the node's drop count when the request was sent */
     bool sent;
     bool done;
-    int tries;
+    unsigned unreachable; /* tries in a row that found no connection */
+    unsigned not_hosted;  /* "not hosted" answers */
 } pending;
 
-static int build_request(mg_client *c, const char *user, const mg_client_call *call, uint64_t rid,
-                         uint32_t deadline_ms, nng_msg **out)
+static int build_request(const char *user, int op, uint64_t group, const void *body,
+                         size_t body_len, uint64_t rid, uint32_t deadline_ms, nng_msg **out)
 {
     nng_msg *m;
     if (nng_msg_alloc(&m, 0) != 0)
         return MG_ENOMEM;
     msgpack_packer pk;
     msgpack_packer_init(&pk, m, msg_write);
-    int rc = mg_wire_req_begin(&pk, call->op, rid, 0, call->group, deadline_ms, user);
-    if (rc == MG_OK && nng_msg_append(m, call->body, call->body_len) != 0)
+    int rc = mg_wire_req_begin(&pk, op, rid, 0, group, deadline_ms, user);
+    if (rc == MG_OK && nng_msg_append(m, body, body_len) != 0)
         rc = MG_ENOMEM;
-    (void)c;
     if (rc != MG_OK) {
         nng_msg_free(m);
         return rc;
@@ -465,10 +805,25 @@ static int build_request(mg_client *c, const char *user, const mg_client_call *c
 static bool retryable(int status)
 {
     return status == MG_ENOTLEADER || status == MG_ETIMEDOUT || status == MG_EUNAVAIL ||
-           status == MG_EBUSY;
+           status == MG_EBUSY || status == MG_EWRONGGROUP;
 }
 
-void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t n)
+static int refresh_run(mg_client *c, unsigned timeout_ms, mg_error *err);
+
+/* What a node answers (MG_ENOTFOUND) for a group it does not host. */
+#define NOT_HOSTED "is not hosted on node"
+
+static void call_fail(pending *q, size_t *left, int code, const char *msg)
+{
+    q->call->status = mg_error_set(&q->call->err, code, "%s", msg);
+    q->done = true;
+    (*left)--;
+}
+
+/* mg_client_run with its own deadline; may_refresh = false for the
+ * refresh's own META_GET (which must not wait on itself). */
+static void run_calls(mg_client *c, const char *user, mg_client_call *calls, size_t n,
+                      unsigned timeout_ms, bool may_refresh)
 {
     pending local[8];
     pending *p = n <= 8 ? local : calloc(n, sizeof *p);
@@ -478,33 +833,72 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
         return;
     }
     memset(p, 0, n * sizeof *p);
-    uint64_t deadline = now_ms() + c->call_timeout_ms;
+    uint64_t deadline = now_ms() + timeout_ms;
+    bool need_map = false;
     for (size_t i = 0; i < n; i++) {
         p[i].call = &calls[i];
+        p[i].next = -1;
         memset(&calls[i].reply, 0, sizeof calls[i].reply);
         mg_error_clear(&calls[i].err);
         calls[i].status = MG_ETIMEDOUT;
+        need_map |= calls[i].cube_id != NULL || calls[i].group != 0;
     }
+    /* Before any map only group 0 (and nodes) can be reached: fetch one now
+     * rather than fail a router that started before `ctl init`. */
+    mg_error rerr;
+    int rrc = MG_OK;
+    if (need_map && may_refresh && mg_client_epoch(c) == 0)
+        rrc = refresh_run(c, timeout_ms, &rerr);
     size_t left = n;
+    for (size_t i = 0; need_map && i < n && mg_client_epoch(c) == 0; i++)
+        if (calls[i].cube_id != NULL || calls[i].group != 0) {
+            call_fail(&p[i], &left, MG_EUNAVAIL, MG_CLIENT_NO_MAP_MSG);
+            if (rrc != MG_OK)
+                mg_error_set(&calls[i].err, MG_EUNAVAIL, "no cluster map (%s)", rerr.msg);
+        }
     while (left > 0) {
         uint64_t now = now_ms();
         if (now >= deadline)
             break;
         uint32_t remain = (uint32_t)(deadline - now);
+        bool refresh = false;
         /* Send every call not yet done. */
         for (size_t i = 0; i < n; i++) {
             pending *q = &p[i];
             if (q->done)
                 continue;
             q->sent = false;
-            q->node = leader_of(c, q->call->group);
-            if (node_down(c, q->node)) {
-                leader_moved(c, q->call->group, 0, q->node);
-                q->node = leader_of(c, q->call->group);
+            q->slot = NULL;
+            const char *cube = q->call->cube_id;
+            if (cube != NULL || q->call->group != 0) {
+                if (mg_client_epoch(c) == 0) {
+                    call_fail(q, &left, MG_EUNAVAIL, MG_CLIENT_NO_MAP_MSG);
+                    continue;
+                }
             }
-            q->tries++;
+            q->group = cube != NULL ? mg_client_group(c, cube, strlen(cube)) : q->call->group;
+            bool all_down = false;
+            if (q->next >= 0) {
+                q->node = q->next;
+                q->next = -1;
+            } else {
+                q->node = leader_pick(c, q->group, &all_down);
+            }
+            if (q->node < 0) {
+                /* The group is not in our map (any more): a newer map knows. */
+                q->call->status = mg_error_set(&q->call->err, MG_EUNAVAIL,
+                                               "group %llu has no replica in the cluster map "
+                                               "(epoch %llu)",
+                                               (unsigned long long)q->group,
+                                               (unsigned long long)mg_client_epoch(c));
+                refresh = true;
+                continue;
+            }
+            if (all_down)
+                refresh = true; /* the group may have moved */
             int rc = MG_OK;
-            q->slot = pool_get(&c->nodes[q->node].req, &rc);
+            node_conn *nc = &c->nodes[q->node];
+            q->slot = pool_get(&nc->req, &rc);
             if (q->slot == NULL) {
                 q->call->status = mg_error_set(&q->call->err, rc, "no context: %s",
                                                mg_strerror(rc));
@@ -514,9 +908,10 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
             }
             q->rid = atomic_fetch_add(&c->next_rid, 1);
             nng_msg *m;
-            rc = build_request(c, user, q->call, q->rid, remain, &m);
+            rc = build_request(user, q->call->op, q->group, q->call->body, q->call->body_len,
+                               q->rid, remain, &m);
             if (rc != MG_OK) {
-                pool_put(&c->nodes[q->node].req, q->slot);
+                pool_put(&nc->req, q->slot);
                 q->slot = NULL;
                 q->call->status = mg_error_set(&q->call->err, rc, "request: %s", mg_strerror(rc));
                 q->done = true;
@@ -528,8 +923,8 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
              * has none, so give up on it soon and try the next one. */
             nng_aio_set_timeout(q->slot->aio,
                                 (nng_duration)(remain < SEND_WAIT_MS ? remain : SEND_WAIT_MS));
-            q->drops = atomic_load(&c->nodes[q->node].drops);
-            inflight_add(&c->nodes[q->node], q->slot);
+            q->drops = atomic_load(&nc->drops);
+            inflight_add(nc, q->slot);
             nng_ctx_send(q->slot->ctx, q->slot->aio);
             q->sent = true;
         }
@@ -550,13 +945,19 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                 if (dropped)
                     q->call->status = mg_error_set(&q->call->err, MG_EUNAVAIL,
                                                    "connection to node %llu lost",
-                                                   (unsigned long long)nc->id);
+                                                   (unsigned long long)atomic_load(&nc->id));
                 else
                     q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv),
                                                    "send to node %llu: %s",
-                                                   (unsigned long long)nc->id, nng_strerror(rv));
-                if (rv == NNG_ETIMEDOUT || dropped)
-                    leader_moved(c, q->call->group, 0, q->node); /* not connected */
+                                                   (unsigned long long)atomic_load(&nc->id),
+                                                   nng_strerror(rv));
+                if (rv == NNG_ETIMEDOUT || dropped) {
+                    leader_moved(c, q->group, 0, q->node); /* not connected */
+                    int cand[NODES_CAP];
+                    size_t nc_ = group_candidates(c, q->group, cand);
+                    if (++q->unreachable >= (nc_ ? nc_ : 1))
+                        refresh = true; /* no replica reachable: moved? */
+                }
                 continue;
             }
             now = now_ms();
@@ -572,11 +973,12 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
             pending *q = &p[i];
             if (q->done || q->slot == NULL)
                 continue;
+            node_conn *nc = &c->nodes[q->node];
             if (q->sent) {
-                node_conn *nc = &c->nodes[q->node];
                 nng_aio_wait(q->slot->aio);
                 inflight_remove(nc, q->slot);
                 int rv = nng_aio_result(q->slot->aio);
+                uint64_t nid = atomic_load(&nc->id);
                 if (rv == NNG_ECONNRESET ||
                     (rv == NNG_ECANCELED && atomic_load(&nc->drops) != q->drops)) {
                     /* The connection dropped with the request in flight (our
@@ -585,14 +987,14 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                      * next one now (a re-sent write is safe, see client.h). */
                     q->call->status = mg_error_set(&q->call->err, MG_EUNAVAIL,
                                                    "connection to node %llu lost",
-                                                   (unsigned long long)nc->id);
-                    leader_moved(c, q->call->group, 0, q->node);
+                                                   (unsigned long long)nid);
+                    leader_moved(c, q->group, 0, q->node);
                 } else if (rv != 0) {
                     q->call->status = mg_error_set(&q->call->err, nng_to_mg(rv),
-                                                   "node %llu: %s",
-                                                   (unsigned long long)c->nodes[q->node].id,
+                                                   "node %llu: %s", (unsigned long long)nid,
                                                    nng_strerror(rv));
                 } else {
+                    q->unreachable = 0;
                     mg_client_reply r = {.msg = nng_aio_get_msg(q->slot->aio)};
                     mg_error derr;
                     int rc = mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep,
@@ -601,8 +1003,7 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                         rc = mg_error_set(&derr, MG_ECORRUPT, "reply for another request");
                     if (rc != MG_OK) {
                         q->call->status = mg_error_set(&q->call->err, MG_EINTERNAL,
-                                                       "node %llu: %s",
-                                                       (unsigned long long)c->nodes[q->node].id,
+                                                       "node %llu: %s", (unsigned long long)nid,
                                                        derr.msg);
                         mg_client_reply_free(&r);
                         q->done = true;
@@ -618,31 +1019,65 @@ void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t
                         if (r.rep.msg_len == 0)
                             mg_error_set(&q->call->err, r.rep.status, "%s",
                                          mg_strerror(r.rep.status));
-                        if (r.rep.status == MG_ENOTLEADER &&
-                            !leader_moved(c, q->call->group, r.rep.leader_id, q->node))
-                            pause = true; /* no leader known yet, or the named one is down */
+                        if (r.rep.status == MG_ENOTLEADER) {
+                            q->next = leader_moved(c, q->group, r.rep.leader_id, q->node);
+                            if (q->next < 0)
+                                pause = true; /* no leader known yet, or it is down */
+                        }
                         if (r.rep.status == MG_EUNAVAIL || r.rep.status == MG_EBUSY)
                             pause = true;
+                        bool not_hosted =
+                            r.rep.status == MG_ENOTFOUND &&
+                            memmem(r.rep.msg, r.rep.msg_len, NOT_HOSTED, strlen(NOT_HOSTED));
+                        int cand[NODES_CAP];
+                        if (not_hosted &&
+                            (++q->not_hosted < group_candidates(c, q->group, cand) ||
+                             (may_refresh && mg_client_epoch(c) != 0))) {
+                            /* The replica moved away: another one, or a newer map. */
+                            leader_moved(c, q->group, 0, q->node);
+                            q->call->status = MG_EUNAVAIL;
+                            q->call->err.code = MG_EUNAVAIL;
+                            refresh = true;
+                            pause = true;
+                        }
+                        if (r.rep.status == MG_EWRONGGROUP) {
+                            /* A stale map, or a rebalance between its freeze
+                             * and its flip: refresh and retry until the flip. */
+                            refresh = true;
+                            pause = true;
+                        }
                         mg_client_reply_free(&r);
-                        if (!retryable(q->call->status)) {
+                        if (!retryable(q->call->status) ||
+                            (!may_refresh && q->call->status == MG_EWRONGGROUP)) {
                             q->done = true;
                             left--;
                         }
                     }
                 }
             }
-            pool_put(&c->nodes[q->node].req, q->slot);
+            pool_put(&nc->req, q->slot);
             q->slot = NULL;
             if (!q->done && q->call->status == MG_ESHUTDOWN) {
                 q->done = true;
                 left--;
             }
         }
+        if (left > 0 && refresh) {
+            uint64_t t = now_ms();
+            if (may_refresh && t < deadline)
+                refresh_run(c, (unsigned)(deadline - t), NULL);
+            pause = true;
+        }
         if (left > 0 && pause)
-            sleep_ms(20);
+            sleep_ms(RETRY_PAUSE_MS);
     }
     if (p != local)
         free(p);
+}
+
+void mg_client_run(mg_client *c, const char *user, mg_client_call *calls, size_t n)
+{
+    run_calls(c, user, calls, n, c->call_timeout_ms, true);
 }
 
 int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, const void *body,
@@ -659,22 +1094,360 @@ int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, cons
     return MG_OK;
 }
 
-/* ---- one request to every node (admin) ----------------------------------- */
+int mg_client_call_cube(mg_client *c, const char *user, int op, const char *cube_id,
+                        const void *body, size_t body_len, mg_client_reply *out, mg_error *err)
+{
+    mg_client_call call = {.op = op, .cube_id = cube_id, .body = body, .body_len = body_len};
+    mg_client_run(c, user, &call, 1);
+    if (call.status != MG_OK) {
+        if (err != NULL)
+            *err = call.err;
+        return call.status;
+    }
+    *out = call.reply;
+    return MG_OK;
+}
+
+/* ---- requests to given nodes ------------------------------------------------ */
+
+/* One request to node index `idx` without leader logic: re-sent on transport
+ * errors (no connection yet, connection lost) until timeout_ms. */
+static int call_index(mg_client *c, int idx, int op, uint64_t group, const void *body,
+                      size_t body_len, unsigned timeout_ms, mg_client_reply *out, mg_error *err)
+{
+    node_conn *nc = &c->nodes[idx];
+    uint64_t deadline = now_ms() + timeout_ms;
+    int status = mg_error_set(err, MG_ETIMEDOUT, "node %llu: no answer within %u ms",
+                              (unsigned long long)atomic_load(&nc->id), timeout_ms);
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return status;
+        uint32_t remain = (uint32_t)(deadline - now);
+        int rc = MG_OK;
+        slot *s = pool_get(&nc->req, &rc);
+        if (s == NULL)
+            return mg_error_set(err, rc, "no context: %s", mg_strerror(rc));
+        uint64_t rid = atomic_fetch_add(&c->next_rid, 1);
+        nng_msg *m;
+        rc = build_request("", op, group, body, body_len, rid, remain, &m);
+        if (rc != MG_OK) {
+            pool_put(&nc->req, s);
+            return mg_error_set(err, rc, "request: %s", mg_strerror(rc));
+        }
+        nng_aio_set_msg(s->aio, m);
+        nng_aio_set_timeout(s->aio, (nng_duration)remain);
+        uint64_t drops = atomic_load(&nc->drops);
+        inflight_add(nc, s);
+        nng_ctx_send(s->ctx, s->aio);
+        nng_aio_wait(s->aio);
+        int rv = nng_aio_result(s->aio);
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(s->aio));
+        } else {
+            now = now_ms();
+            nng_aio_set_timeout(s->aio, now < deadline ? (nng_duration)(deadline - now) : 1);
+            nng_ctx_recv(s->ctx, s->aio);
+            if (atomic_load(&nc->drops) != drops)
+                nng_aio_cancel(s->aio);
+            nng_aio_wait(s->aio);
+            rv = nng_aio_result(s->aio);
+        }
+        inflight_remove(nc, s);
+        uint64_t nid = atomic_load(&nc->id);
+        if (rv == 0) {
+            mg_client_reply r = {.msg = nng_aio_get_msg(s->aio)};
+            pool_put(&nc->req, s);
+            mg_error derr;
+            rc = mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep, &derr);
+            if (rc == MG_OK && r.rep.rid != rid)
+                rc = mg_error_set(&derr, MG_ECORRUPT, "reply for another request");
+            if (rc != MG_OK) {
+                mg_client_reply_free(&r);
+                return mg_error_set(err, MG_EINTERNAL, "node %llu: %s", (unsigned long long)nid,
+                                    derr.msg);
+            }
+            if (r.rep.status != MG_OK) {
+                status = mg_error_set(err, r.rep.status, "node %llu: %.*s",
+                                      (unsigned long long)nid, (int)r.rep.msg_len, r.rep.msg);
+                mg_client_reply_free(&r);
+                return status;
+            }
+            *out = r;
+            return MG_OK;
+        }
+        pool_put(&nc->req, s);
+        if (rv == NNG_ECLOSED || (rv == NNG_ECANCELED && atomic_load(&nc->drops) == drops))
+            return mg_error_set(err, MG_ESHUTDOWN, "client closing");
+        status = mg_error_set(err, rv == NNG_ETIMEDOUT ? MG_ETIMEDOUT : MG_EUNAVAIL,
+                              "node %llu (%s): %s", (unsigned long long)nid, nc->rpc,
+                              rv == NNG_ECANCELED ? "connection lost" : nng_strerror(rv));
+        if (now_ms() + RETRY_PAUSE_MS < deadline)
+            sleep_ms(RETRY_PAUSE_MS);
+    }
+}
+
+int mg_client_call_node(mg_client *c, uint64_t node_id, int op, uint64_t group,
+                        const void *body, size_t body_len, unsigned timeout_ms,
+                        mg_client_reply *out, mg_error *err)
+{
+    int i = node_index(c, node_id);
+    if (i < 0)
+        return mg_error_set(err, MG_EUNAVAIL, "node %llu is not known to this router",
+                            (unsigned long long)node_id);
+    return call_index(c, i, op, group, body, body_len, timeout_ms ? timeout_ms : 1, out, err);
+}
+
+bool mg_client_node_up(mg_client *c, uint64_t node_id)
+{
+    int i = node_index(c, node_id);
+    return i >= 0 && atomic_load(&c->nodes[i].pipes) > 0;
+}
+
+/* Reads a NODE_INFO answer. */
+static int node_info_read(const mg_wire_rep *rep, mg_cmap_node *info, mg_error *err)
+{
+    memset(info, 0, sizeof *info);
+    info->state = MG_CMAP_NODE_UP;
+    mg_mp_reader r = mg_wire_body(rep->body, rep->body_len);
+    uint32_t n;
+    if (mg_mp_read_map(&r, &n) != MG_OK)
+        goto bad;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc;
+        if (mg_mp_peek_str_eq(&r, "node")) {
+            mg_mp_skip(&r);
+            rc = mg_mp_read_u64(&r, &info->id);
+        } else if (mg_mp_peek_str_eq(&r, "rpc")) {
+            mg_mp_skip(&r);
+            rc = mg_mp_read_strcpy(&r, info->rpc, sizeof info->rpc);
+        } else if (mg_mp_peek_str_eq(&r, "survey")) {
+            mg_mp_skip(&r);
+            rc = mg_mp_read_strcpy(&r, info->survey, sizeof info->survey);
+        } else if (mg_mp_peek_str_eq(&r, "raft_host")) {
+            mg_mp_skip(&r);
+            rc = mg_mp_read_strcpy(&r, info->raft_host, sizeof info->raft_host);
+        } else if (mg_mp_peek_str_eq(&r, "raft_port")) {
+            mg_mp_skip(&r);
+            rc = mg_mp_read_u32(&r, &info->raft_port);
+        } else {
+            rc = mg_mp_skip(&r) != MG_OK || mg_mp_skip(&r) != MG_OK ? MG_ECORRUPT : MG_OK;
+        }
+        if (rc != MG_OK)
+            goto bad;
+    }
+    if (info->id == 0)
+        goto bad;
+    return MG_OK;
+bad:
+    return mg_error_set(err, MG_ECORRUPT, "malformed NODE_INFO answer");
+}
+
+static const uint8_t empty_map[] = {0x80};
+
+/* NODE_INFO to every node whose id is not known yet (seeds), timeout_ms
+ * each at most: a seed that is up answers at once. */
+static void probe_unknown(mg_client *c, unsigned timeout_ms)
+{
+    size_t n = nodes_count(c);
+    for (size_t i = 0; i < n; i++) {
+        if (node_id_at(c, i) != 0)
+            continue;
+        mg_client_reply rep;
+        mg_error err;
+        if (call_index(c, (int)i, MG_OP_NODE_INFO, 0, empty_map, sizeof empty_map, timeout_ms,
+                       &rep, &err) != MG_OK) {
+            mg_debug("router.seed_probe", "seed=%s err=\"%s\"", c->nodes[i].rpc, err.msg);
+            continue;
+        }
+        mg_cmap_node info;
+        if (node_info_read(&rep.rep, &info, &err) == MG_OK && node_index(c, info.id) < 0) {
+            pthread_mutex_lock(&c->nodes_lock);
+            atomic_store_explicit(&c->nodes[i].id, info.id, memory_order_release);
+            survey_dial_locked(c, &c->nodes[i], info.survey);
+            pthread_mutex_unlock(&c->nodes_lock);
+        }
+        mg_client_reply_free(&rep);
+    }
+}
+
+int mg_client_probe(mg_client *c, const char *rpc_url, unsigned timeout_ms, mg_cmap_node *info,
+                    mg_error *err)
+{
+    mg_cmap_node local;
+    if (info == NULL)
+        info = &local;
+    nng_socket sock;
+    int rv = nng_req0_open(&sock);
+    if (rv != 0)
+        return mg_error_set(err, MG_EUNAVAIL, "probe: req socket: %s", nng_strerror(rv));
+    nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, 0);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 200);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, (nng_duration)timeout_ms);
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, (nng_duration)timeout_ms);
+    rv = nng_dial(sock, rpc_url, NULL, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_close(sock);
+        return mg_error_set(err, MG_EUNAVAIL, "probe: dial %s: %s", rpc_url, nng_strerror(rv));
+    }
+    uint64_t rid = atomic_fetch_add(&c->next_rid, 1);
+    nng_msg *m;
+    int rc = build_request("", MG_OP_NODE_INFO, 0, empty_map, sizeof empty_map, rid, timeout_ms,
+                           &m);
+    if (rc != MG_OK) {
+        nng_close(sock);
+        return mg_error_set(err, rc, "probe: %s", mg_strerror(rc));
+    }
+    rv = nng_sendmsg(sock, m, 0);
+    if (rv != 0) {
+        nng_msg_free(m);
+        nng_close(sock);
+        return mg_error_set(err, MG_EUNAVAIL, "node %s does not answer: %s", rpc_url,
+                            nng_strerror(rv));
+    }
+    nng_msg *reply = NULL;
+    rv = nng_recvmsg(sock, &reply, 0);
+    if (rv != 0) {
+        nng_close(sock);
+        return mg_error_set(err, MG_EUNAVAIL, "node %s does not answer: %s", rpc_url,
+                            nng_strerror(rv));
+    }
+    mg_client_reply r = {.msg = reply};
+    rc = mg_wire_rep_decode(nng_msg_body(reply), nng_msg_len(reply), &r.rep, err);
+    if (rc == MG_OK && r.rep.status != MG_OK)
+        rc = mg_error_set(err, r.rep.status, "node %s: %.*s", rpc_url, (int)r.rep.msg_len,
+                          r.rep.msg);
+    if (rc == MG_OK)
+        rc = node_info_read(&r.rep, info, err);
+    mg_client_reply_free(&r);
+    nng_close(sock);
+    if (rc != MG_OK)
+        return rc;
+    /* Dial it where we reached it (its advertised URL may name another
+     * interface), unless we know it already. */
+    if (node_index(c, info->id) < 0 && node_add(c, info->id, rpc_url, info->survey) < 0)
+        return mg_error_set(err, MG_ENOMEM, "router: too many nodes (at most %d)", NODES_CAP);
+    if (node_index(c, info->id) >= 0) {
+        int i = node_index(c, info->id);
+        pthread_mutex_lock(&c->nodes_lock);
+        survey_dial_locked(c, &c->nodes[i], info->survey);
+        pthread_mutex_unlock(&c->nodes_lock);
+    }
+    return MG_OK;
+}
+
+/* ---- the map from the meta group --------------------------------------------- */
+
+/* One META_GET to group 0's leader; installs a newer map. */
+static int refresh_once(mg_client *c, unsigned timeout_ms, mg_error *err)
+{
+    if (mg_client_epoch(c) == 0)
+        probe_unknown(c, 200);
+    mg_client_call call = {.op = MG_OP_META_GET, .group = 0, .body = empty_map,
+                           .body_len = sizeof empty_map};
+    run_calls(c, "", &call, 1, timeout_ms, false);
+    if (call.status == MG_ENOTFOUND && mg_client_epoch(c) == 0 &&
+        strstr(call.err.msg, NOT_HOSTED) != NULL)
+        return MG_OK; /* no node hosts a meta group yet: not initialized */
+    if (call.status != MG_OK) {
+        if (err != NULL)
+            *err = call.err;
+        return mg_error_wrap(err, call.status, "cluster map (META_GET)");
+    }
+    mg_mp_reader r = mg_wire_body(call.reply.rep.body, call.reply.rep.body_len);
+    uint32_t n;
+    const uint8_t *map = NULL;
+    uint32_t map_len = 0;
+    int rc = mg_mp_read_map(&r, &n);
+    for (uint32_t i = 0; rc == MG_OK && i < n; i++) {
+        if (mg_mp_peek_str_eq(&r, "map")) {
+            mg_mp_skip(&r);
+            if (mg_mp_peek(&r) == MG_MP_NIL)
+                rc = mg_mp_read_nil(&r);
+            else
+                rc = mg_mp_read_bin(&r, &map, &map_len);
+        } else {
+            rc = mg_mp_skip(&r) != MG_OK || mg_mp_skip(&r) != MG_OK ? MG_ECORRUPT : MG_OK;
+        }
+    }
+    if (rc != MG_OK) {
+        mg_client_reply_free(&call.reply);
+        return mg_error_set(err, MG_ECORRUPT, "malformed META_GET answer");
+    }
+    if (map != NULL) {
+        mg_cmap *m = malloc(sizeof *m);
+        if (m == NULL) {
+            mg_client_reply_free(&call.reply);
+            return mg_error_set(err, MG_ENOMEM, "out of memory");
+        }
+        rc = mg_cmap_decode(map, map_len, m, err);
+        if (rc == MG_OK)
+            mg_client_set_map(c, m);
+        else
+            mg_error_wrap(err, rc, "cluster map from the meta group");
+        free(m);
+    }
+    mg_client_reply_free(&call.reply);
+    return rc;
+}
+
+static int refresh_run(mg_client *c, unsigned timeout_ms, mg_error *err)
+{
+    pthread_mutex_lock(&c->refresh_lock);
+    if (c->refreshing) {
+        uint64_t gen = c->refresh_gen;
+        while (c->refreshing && c->refresh_gen == gen)
+            pthread_cond_wait(&c->refresh_cond, &c->refresh_lock);
+    } else if (c->refresh_done_ms == 0 || now_ms() - c->refresh_done_ms >= REFRESH_REUSE_MS) {
+        c->refreshing = true;
+        pthread_mutex_unlock(&c->refresh_lock);
+        mg_error e;
+        mg_error_clear(&e);
+        int rc = refresh_once(c, timeout_ms, &e);
+        pthread_mutex_lock(&c->refresh_lock);
+        c->refreshing = false;
+        c->refresh_gen++;
+        c->refresh_rc = rc;
+        c->refresh_err = e;
+        c->refresh_done_ms = now_ms();
+        pthread_cond_broadcast(&c->refresh_cond);
+    }
+    int rc = c->refresh_rc;
+    if (err != NULL && rc != MG_OK)
+        *err = c->refresh_err;
+    pthread_mutex_unlock(&c->refresh_lock);
+    return rc;
+}
+
+int mg_client_refresh(mg_client *c, mg_error *err)
+{
+    return refresh_run(c, c->call_timeout_ms, err);
+}
+
+int mg_client_refresh_for(mg_client *c, unsigned timeout_ms, mg_error *err)
+{
+    return refresh_run(c, timeout_ms ? timeout_ms : 1, err);
+}
+
+/* ---- one request to several nodes (admin) ----------------------------------- */
 
 size_t mg_client_n_nodes(const mg_client *c)
 {
-    return c->n_nodes;
+    return nodes_count(c);
 }
 
 uint64_t mg_client_node_id(const mg_client *c, size_t i)
 {
-    return i < c->n_nodes ? c->nodes[i].id : 0;
+    return i < nodes_count(c) ? node_id_at(c, i) : 0;
 }
 
-void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len,
-                         unsigned timeout_ms, mg_client_call *calls)
+/* Sends to the nodes idx[0..n) (-1: unknown, answered MG_EUNAVAIL) at once,
+ * without retries, and collects within timeout_ms. */
+static void call_indices(mg_client *c, const int *idx, size_t n, int op, const void *body,
+                         size_t body_len, unsigned timeout_ms, mg_client_call *calls)
 {
-    size_t n = c->n_nodes;
     slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *rids = calloc(n ? n : 1, sizeof *rids);
     for (size_t i = 0; i < n; i++) {
@@ -686,18 +1459,23 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
     uint64_t deadline = now_ms() + timeout_ms;
     /* Send to every node, then collect: the nodes answer concurrently. */
     for (size_t i = 0; i < n; i++) {
+        if (idx[i] < 0) {
+            calls[i].status = mg_error_set(&calls[i].err, MG_EUNAVAIL, "node not known");
+            continue;
+        }
+        node_conn *nc = &c->nodes[idx[i]];
         int rc = MG_OK;
         nng_msg *m;
-        slots[i] = pool_get(&c->nodes[i].req, &rc);
+        slots[i] = pool_get(&nc->req, &rc);
         if (slots[i] == NULL) {
             calls[i].status = mg_error_set(&calls[i].err, rc, "no context: %s", mg_strerror(rc));
             continue;
         }
         rids[i] = atomic_fetch_add(&c->next_rid, 1);
-        rc = build_request(c, "", &calls[i], rids[i], timeout_ms, &m);
+        rc = build_request("", op, 0, body, body_len, rids[i], timeout_ms, &m);
         if (rc != MG_OK) {
             calls[i].status = mg_error_set(&calls[i].err, rc, "request: %s", mg_strerror(rc));
-            pool_put(&c->nodes[i].req, slots[i]);
+            pool_put(&nc->req, slots[i]);
             slots[i] = NULL;
             continue;
         }
@@ -708,13 +1486,15 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
     for (size_t i = 0; i < n; i++) {
         if (slots[i] == NULL)
             continue;
+        node_conn *nc = &c->nodes[idx[i]];
         nng_aio_wait(slots[i]->aio);
         int rv = nng_aio_result(slots[i]->aio);
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(slots[i]->aio));
             calls[i].status = mg_error_set(&calls[i].err, nng_to_mg(rv), "send to node %llu: %s",
-                                           (unsigned long long)c->nodes[i].id, nng_strerror(rv));
-            pool_put(&c->nodes[i].req, slots[i]);
+                                           (unsigned long long)atomic_load(&nc->id),
+                                           nng_strerror(rv));
+            pool_put(&nc->req, slots[i]);
             slots[i] = NULL;
             continue;
         }
@@ -725,11 +1505,13 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
     for (size_t i = 0; i < n; i++) {
         if (slots[i] == NULL)
             continue;
+        node_conn *nc = &c->nodes[idx[i]];
+        unsigned long long nid = (unsigned long long)atomic_load(&nc->id);
         nng_aio_wait(slots[i]->aio);
         int rv = nng_aio_result(slots[i]->aio);
         if (rv != 0) {
-            calls[i].status = mg_error_set(&calls[i].err, nng_to_mg(rv), "node %llu: %s",
-                                           (unsigned long long)c->nodes[i].id, nng_strerror(rv));
+            calls[i].status = mg_error_set(&calls[i].err, nng_to_mg(rv), "node %llu: %s", nid,
+                                           nng_strerror(rv));
         } else {
             mg_client_reply r = {.msg = nng_aio_get_msg(slots[i]->aio)};
             mg_error derr;
@@ -737,12 +1519,11 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
             if (rc == MG_OK && r.rep.rid != rids[i])
                 rc = mg_error_set(&derr, MG_ECORRUPT, "reply for another request");
             if (rc != MG_OK)
-                calls[i].status = mg_error_set(&calls[i].err, MG_EINTERNAL, "node %llu: %s",
-                                               (unsigned long long)c->nodes[i].id, derr.msg);
+                calls[i].status = mg_error_set(&calls[i].err, MG_EINTERNAL, "node %llu: %s", nid,
+                                               derr.msg);
             else if (r.rep.status != MG_OK)
                 calls[i].status = mg_error_set(&calls[i].err, r.rep.status, "node %llu: %.*s",
-                                               (unsigned long long)c->nodes[i].id,
-                                               (int)r.rep.msg_len, r.rep.msg);
+                                               nid, (int)r.rep.msg_len, r.rep.msg);
             if (rc == MG_OK && r.rep.status == MG_OK) {
                 calls[i].status = MG_OK;
                 mg_error_clear(&calls[i].err);
@@ -751,13 +1532,39 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
                 mg_client_reply_free(&r);
             }
         }
-        pool_put(&c->nodes[i].req, slots[i]);
+        pool_put(&nc->req, slots[i]);
     }
 done:
     free(slots);
     free(rids);
 }
 
+void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len,
+                         unsigned timeout_ms, mg_client_call *calls)
+{
+    size_t n = nodes_count(c);
+    int idx[NODES_CAP];
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (int)i;
+    call_indices(c, idx, n, op, body, body_len, timeout_ms, calls);
+}
+
+void mg_client_call_nodes(mg_client *c, const uint64_t *ids, size_t n, int op, const void *body,
+                          size_t body_len, unsigned timeout_ms, mg_client_call *calls)
+{
+    int *idx = calloc(n ? n : 1, sizeof *idx);
+    if (idx == NULL) {
+        for (size_t i = 0; i < n; i++) {
+            calls[i] = (mg_client_call){.op = op};
+            calls[i].status = mg_error_set(&calls[i].err, MG_ENOMEM, "out of memory");
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        idx[i] = node_index(c, ids[i]);
+    call_indices(c, idx, n, op, body, body_len, timeout_ms, calls);
+    free(idx);
+}
 /* ---- survey ------------------------------------------------------------- */
 
 void mg_client_survey_clear(mg_client_survey *s)
@@ -829,8 +1636,10 @@ static void survey_reply_groups(mg_client *c, mg_client_survey *s, const mg_wire
                 for (size_t k = 0; k < n_want; k++)
                     if (want[k] == group)
                         heard[k] = true;
-                if (status == MG_ENOTLEADER)
-                    leader_moved(c, group, leader, leader_of(c, group));
+                if (status == MG_ENOTLEADER) {
+                    bool all_down;
+                    leader_moved(c, group, leader, leader_pick(c, group, &all_down));
+                }
                 snprintf(s->missing_why, sizeof s->missing_why, "group %llu: %s%s%.*s",
                          (unsigned long long)group, mg_errname((int)status),
                          msg_len ? ": " : "", (int)msg_len, msg);
@@ -924,7 +1733,7 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
         int ni = a->assign[i];
         if (msgpack_pack_map(&pk, 2) || mg_mp_pack_cstr(&pk, "group") ||
             msgpack_pack_uint64(&pk, want[i]) || mg_mp_pack_cstr(&pk, "node") ||
-            msgpack_pack_uint64(&pk, c->nodes[ni].id))
+            msgpack_pack_uint64(&pk, ni >= 0 ? node_id_at(c, (size_t)ni) : 0))
             rc = MG_ENOMEM;
     }
     if (rc != MG_OK) {
@@ -989,6 +1798,24 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
     return MG_OK;
 }
 
+/* Follower reads: any live replica of the group, in turn. */
+static int spread_pick(mg_client *c, uint64_t group, bool *all_down)
+{
+    int cand[NODES_CAP];
+    size_t n = group_candidates(c, group, cand);
+    *all_down = false;
+    if (n == 0)
+        return -1;
+    unsigned start = atomic_fetch_add_explicit(&c->spread, 1, memory_order_relaxed);
+    for (size_t k = 0; k < n; k++) {
+        int i = cand[(start + k) % n];
+        if (!node_down(c, i))
+            return i;
+    }
+    *all_down = true;
+    return cand[start % n];
+}
+
 int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_error *err)
 {
     s->replies = NULL;
@@ -1012,18 +1839,30 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
         goto done;
     }
+    bool refreshed = false;
     for (size_t i = 0; i < n; i++) {
-        assign[i] = leader_of(c, s->groups[i]);
-        if (node_down(c, assign[i])) {
-            leader_moved(c, s->groups[i], 0, assign[i]);
-            assign[i] = leader_of(c, s->groups[i]);
+        bool all_down = false;
+        if (s->groups[i] == 0) {
+            rc = mg_error_set(err, MG_EUNAVAIL, MG_CLIENT_NO_MAP_MSG);
+            goto done;
+        }
+        assign[i] = s->follower ? spread_pick(c, s->groups[i], &all_down)
+                                : leader_pick(c, s->groups[i], &all_down);
+        if ((assign[i] < 0 || all_down) && !refreshed) {
+            /* Not in our map, or nobody reachable: the group may have moved. */
+            refresh_run(c, c->call_timeout_ms, NULL);
+            refreshed = true;
+            assign[i] = s->follower ? spread_pick(c, s->groups[i], &all_down)
+                                    : leader_pick(c, s->groups[i], &all_down);
         }
     }
     survey_round_args a1 = {.want = s->groups, .assign = assign, .n_want = n,
-                            .answered = answered, .heard = heard};
+                            .follower = s->follower, .answered = answered, .heard = heard};
     rc = survey_round(c, user, s, &a1, err);
     if (rc != MG_OK)
         goto done;
+    for (size_t i = 0; i < n && s->follower; i++)
+        s->follower_read |= answered[i]; /* asked of any replica */
     /* Round 2, twice at most: groups whose node named another leader are
      * asked there (a leader read); groups whose node did not answer at all
      * (down, or failing over) are asked of the next replica, which may
@@ -1037,17 +1876,20 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
             if (answered[i])
                 continue;
             uint64_t g = s->groups[i];
-            int now = leader_of(c, g);
+            bool all_down;
+            int now = leader_pick(c, g, &all_down);
             bool hinted = heard[i] && now != assign[i];
             if (!heard[i] && now == assign[i]) {
                 /* Silent node: move the guess on for later requests too. */
                 leader_moved(c, g, 0, assign[i]);
-                now = leader_of(c, g);
+                now = leader_pick(c, g, &all_down);
             }
+            if (now < 0)
+                continue; /* no replica in the map: missing */
             if (hinted == follower)
                 continue;
             again[k] = g;
-            assign2[k] = follower && heard[i] ? assign[i] : now;
+            assign2[k] = follower && heard[i] && assign[i] >= 0 ? assign[i] : now;
             k++;
         }
         if (k == 0)
@@ -1061,7 +1903,8 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         }
         memset(h2, 0, k * sizeof *h2);
         survey_round_args a2 = {.want = again, .assign = assign2, .n_want = k,
-                                .follower = follower, .answered = answered2, .heard = h2};
+                                .follower = follower || s->follower, .answered = answered2,
+                                .heard = h2};
         rc = survey_round(c, user, s, &a2, err);
         if (h2 != heard2)
             free(h2);
@@ -1085,6 +1928,9 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
                 snprintf(s->missing_why, sizeof s->missing_why, "no answer within %u ms",
                          c->survey_timeout_ms);
             mg_warn("router.survey_partial", "missing=%zu why=\"%s\"", k, s->missing_why);
+            /* A group that moved is missing too: learn where it went (the
+             * caller may ask again when the epoch changed). */
+            refresh_run(c, c->call_timeout_ms, NULL);
         }
     }
 done:

@@ -26,6 +26,7 @@
 #ifndef MG_ROUTER_CLIENT_H
 #define MG_ROUTER_CLIENT_H
 
+#include "../lib/cmap.h"
 #include "../lib/error.h"
 #include "../lib/wire.h"
 #include "router.h"
@@ -36,12 +37,32 @@
 
 typedef struct mg_client mg_client;
 
+/* A reply: owns the nng message that rep's pointers point into. */
+typedef struct mg_client_reply {
+    nng_msg *msg;
+    mg_wire_rep rep;
+} mg_client_reply;
+
+
+/* The cluster map (lib/cmap.h) decides where everything goes: the client
+ * holds the current one (epoch 0 = none yet: only group 0 and node calls
+ * work, over the seeds) and replaces it with a newer one from the meta group
+ * when a node answers MG_EWRONGGROUP, when a group's replicas are all
+ * unreachable or unknown, or when asked (mg_client_refresh). A call that
+ * names its cube (mg_client_call.cube_id) is routed by the current map at
+ * every try, so after a refresh it goes to the new owner. Nodes are dialed
+ * as the map (or a seed) names them; a node dropped from the map keeps its
+ * sockets but is no longer asked. */
 typedef struct mg_client_config {
-    const mg_router_node *nodes;    /* copied */
-    size_t n_nodes;
-    const uint64_t *slot_group;     /* MG_ROUTER_SLOTS entries, copied */
-    const uint64_t *group_nodes;    /* group id → node id, may be NULL */
-    size_t n_group_nodes;
+    const char *const *seeds;       /* rpc URLs of some nodes (they are asked NODE_INFO
+                                     * to learn their ids and survey URLs); used to find
+                                     * the meta group before a map is known */
+    size_t n_seeds;
+    const char *map_cache;          /* file the current map is saved to on every change
+                                     * and loaded from at open (a router restarted with
+                                     * it routes at once and refreshes when told it is
+                                     * stale); NULL = none */
+    const mg_cmap *map;             /* an initial map (copied), e.g. `serve`'s; NULL = none */
     unsigned call_timeout_ms;       /* > 0 */
     unsigned survey_timeout_ms;     /* > 0 */
 } mg_client_config;
@@ -54,14 +75,58 @@ int mg_client_open(const mg_client_config *cfg, mg_client **out, mg_error *err);
 /* Closes the sockets (calls in flight fail with MG_ESHUTDOWN) and frees. */
 void mg_client_close(mg_client *c);
 
-/* The data group of a cube (slot map lookup). */
-uint64_t mg_client_group(const mg_client *c, const char *cube_id, size_t len);
+/* The data group of a cube in the current map (0 when there is no map). */
+uint64_t mg_client_group(mg_client *c, const char *cube_id, size_t len);
 
-/* A reply: owns the nng message that rep's pointers point into. */
-typedef struct mg_client_reply {
-    nng_msg *msg;
-    mg_wire_rep rep;
-} mg_client_reply;
+/* The message of calls that need a map when there is none (MG_EUNAVAIL). */
+#define MG_CLIENT_NO_MAP_MSG "cluster not initialized: run memgrid ctl init"
+
+
+/* ---- the map ------------------------------------------------------------ */
+
+/* Epoch of the current map (0: none). */
+uint64_t mg_client_epoch(mg_client *c);
+
+/* Copies the current map into *out (epoch 0 and empty when none). */
+void mg_client_map(mg_client *c, mg_cmap *out);
+
+/* Installs m when its epoch is above the current one (true), dialing the
+ * nodes it names that are not known yet and saving it to the map cache. */
+bool mg_client_set_map(mg_client *c, const mg_cmap *m);
+
+/* Asks the meta group (META_GET, leader read) for the map and installs it
+ * when newer. Concurrent callers share one request; a refresh asked within
+ * 20 ms of the last one completing reuses it. MG_OK (also when the meta
+ * group has no map yet: epoch stays 0), or the call's error. */
+int mg_client_refresh(mg_client *c, mg_error *err);
+
+/* Learns a node by its rpc URL (NODE_INFO on a temporary socket, at most
+ * timeout_ms) and dials it. *info (may be NULL) gets the node's answer:
+ * id, rpc, survey, raft_host, raft_port (state UP). MG_EUNAVAIL when it does
+ * not answer. */
+int mg_client_probe(mg_client *c, const char *rpc_url, unsigned timeout_ms, mg_cmap_node *info,
+                    mg_error *err);
+
+/* One request to one node by id (dialed from the map or a probe), without
+ * leader logic: re-sent on transport errors until timeout_ms. The reply's
+ * status is returned (MG_OK: *out is the caller's). */
+int mg_client_call_node(mg_client *c, uint64_t node_id, int op, uint64_t group,
+                        const void *body, size_t body_len, unsigned timeout_ms,
+                        mg_client_reply *out, mg_error *err);
+
+/* Whether the client has a connection up to the node right now. */
+bool mg_client_node_up(mg_client *c, uint64_t node_id);
+
+/* mg_client_refresh with its own deadline (the router's start uses a short
+ * one so that a cluster that is not up does not hold it). */
+int mg_client_refresh_for(mg_client *c, unsigned timeout_ms, mg_error *err);
+
+/* The data groups (id ≥ 1) of the current map, ascending, at most cap;
+ * returns how many (0 when there is no map). */
+size_t mg_client_data_groups(mg_client *c, uint64_t *out, size_t cap);
+
+/* The call deadline of the configuration (ms). */
+unsigned mg_client_call_timeout(const mg_client *c);
 
 /* Frees the message (NULL-safe) and zeroes the reply. */
 void mg_client_reply_free(mg_client_reply *r);
@@ -70,7 +135,10 @@ void mg_client_reply_free(mg_client_reply *r);
 typedef struct mg_client_call {
     /* in */
     int op;                 /* enum mg_wire_op (not MG_OP_SEARCH) */
-    uint64_t group;
+    uint64_t group;         /* used when cube_id is NULL */
+    const char *cube_id;    /* NUL-terminated, or NULL: the group is looked up in the
+                             * current map at every try; an MG_EWRONGGROUP answer
+                             * refreshes the map and retries (until the deadline) */
     const void *body;       /* exactly one msgpack element; borrowed for the call */
     size_t body_len;
     /* out */
@@ -99,6 +167,16 @@ void mg_client_call_each(mg_client *c, int op, const void *body, size_t body_len
 int mg_client_call1(mg_client *c, const char *user, int op, uint64_t group, const void *body,
                     size_t body_len, mg_client_reply *out, mg_error *err);
 
+/* mg_client_call1 for a cube-scoped op: routed by the cube's slot in the
+ * current map at every try (mg_client_call.cube_id). */
+int mg_client_call_cube(mg_client *c, const char *user, int op, const char *cube_id,
+                        const void *body, size_t body_len, mg_client_reply *out, mg_error *err);
+
+/* mg_client_call_each over the given nodes (by id; an unknown id gets
+ * MG_EUNAVAIL): calls[i] answers ids[i]. */
+void mg_client_call_nodes(mg_client *c, const uint64_t *ids, size_t n, int op, const void *body,
+                          size_t body_len, unsigned timeout_ms, mg_client_call *calls);
+
 /* A search survey. The caller packs the SEARCH body's key/value pairs other
  * than "assign" (n_fields pairs back to back, no map header); the client adds
  * the assignment of each group to its presumed leader. Groups that no reply
@@ -115,6 +193,9 @@ typedef struct mg_client_survey {
     uint32_t n_fields;
     const uint64_t *groups;     /* groups to cover, distinct */
     size_t n_groups;
+    bool follower;              /* assign each group to any live replica (spreading the
+                                 * load) with "follower": true (the caller's fields must
+                                 * not carry "follower") */
     /* out */
     mg_client_reply *replies;   /* malloc'd, n_replies; each envelope status MG_OK */
     size_t n_replies;

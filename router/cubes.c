@@ -177,8 +177,8 @@ int cube_get(mg_router *r, const char *cube_id, mg_cube *out, mg_error *err)
         return mg_error_set(err, MG_ENOMEM, "out of memory");
     }
     mg_client_reply rep;
-    uint64_t group = mg_client_group(r->client, cube_id, strlen(cube_id));
-    int rc = mg_client_call1(r->client, "", MG_OP_CUBE_GET, group, sb.data, sb.size, &rep, err);
+    int rc = mg_client_call_cube(r->client, "", MG_OP_CUBE_GET, cube_id, sb.data, sb.size, &rep,
+                                 err);
     msgpack_sbuffer_destroy(&sb);
     if (rc == MG_ENOTFOUND)
         return mg_error_set(err, MG_ENOTFOUND, "cube \"%s\" does not exist", cube_id);
@@ -263,8 +263,7 @@ int cluster_write(mg_router *r, const char *user, const mg_cmd *cmd, size_t *cou
                             (unsigned)MG_CMD_BYTES_MAX);
     }
     mg_client_reply rep;
-    uint64_t group = mg_client_group(r->client, cube_id, strlen(cube_id));
-    rc = mg_client_call1(r->client, user, MG_OP_WRITE, group, sb.data, sb.size, &rep, err);
+    rc = mg_client_call_cube(r->client, user, MG_OP_WRITE, cube_id, sb.data, sb.size, &rep, err);
     msgpack_sbuffer_destroy(&sb);
     if (rc != MG_OK)
         return rc;

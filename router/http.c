@@ -26,6 +26,10 @@
 #define MEMGRID_VERSION "0.1.0"
 #endif
 
+/* How long mg_router_start waits for the cluster map (a cluster that is not
+ * up yet does not hold the start longer). */
+#define START_REFRESH_MS 1000
+
 struct http_job {
     mg_router *r;
     struct MHD_Connection *conn;
@@ -357,17 +361,16 @@ static void router_free(mg_router *r)
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     free(r->workers);
-    free(r->data_groups);
+    for (size_t i = 0; i < r->n_seeds; i++)
+        free(r->seeds[i]);
+    free(r->seeds);
     free(r);
 }
 
 int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
 {
-    if (cfg->n_nodes == 0 || cfg->nodes == NULL)
-        return mg_error_set(err, MG_EINVAL, "router: no nodes configured");
-    if (cfg->slot_map == NULL && (cfg->n_data_groups == 0 ||
-                                  cfg->n_data_groups >= MG_ROUTER_GROUPS_MAX))
-        return mg_error_set(err, MG_EINVAL, "router: no slot map and no data groups");
+    if ((cfg->n_seeds == 0 || cfg->seeds == NULL) && cfg->map_cache == NULL)
+        return mg_error_set(err, MG_EINVAL, "router: no seed nodes configured");
     mg_router *r = calloc(1, sizeof *r);
     if (r == NULL)
         return mg_error_set(err, MG_ENOMEM, "router: out of memory");
@@ -417,44 +420,40 @@ int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
     r->sim_dims = !hash ? dim : dim >= 32 ? dim - dim / 32 : dim > 1 ? dim - 1 : dim;
     r->relativity_scale = !hash ? 0.0 : cfg->relativity_scale > 0 ? cfg->relativity_scale : 0.25;
 
-    /* The slot map, and the distinct data groups it names. */
-    uint64_t *slots = malloc(MG_ROUTER_SLOTS * sizeof *slots);
-    r->data_groups = calloc(MG_ROUTER_GROUPS_MAX, sizeof *r->data_groups);
-    if (slots == NULL || r->data_groups == NULL) {
-        free(slots);
+    /* The cluster: the seeds, the cached map, then the meta group's map. */
+    r->seeds = calloc(cfg->n_seeds ? cfg->n_seeds : 1, sizeof *r->seeds);
+    if (r->seeds == NULL) {
         router_free(r);
         return mg_error_set(err, MG_ENOMEM, "router: out of memory");
     }
-    bool seen[MG_ROUTER_GROUPS_MAX] = {false};
-    for (size_t s = 0; s < MG_ROUTER_SLOTS; s++) {
-        uint64_t g = cfg->slot_map ? cfg->slot_map[s]
-                                   : 1 + (uint64_t)(s * cfg->n_data_groups / MG_ROUTER_SLOTS);
-        if (g == 0 || g >= MG_ROUTER_GROUPS_MAX) {
-            free(slots);
+    for (size_t i = 0; i < cfg->n_seeds; i++) {
+        if (cfg->seeds[i] == NULL || (r->seeds[i] = strdup(cfg->seeds[i])) == NULL) {
             router_free(r);
-            return mg_error_set(err, MG_EINVAL, "router: slot %zu maps to group %llu", s,
-                                (unsigned long long)g);
+            return mg_error_set(err, cfg->seeds[i] ? MG_ENOMEM : MG_EINVAL,
+                                "router: seed %zu", i + 1);
         }
-        slots[s] = g;
-        if (!seen[g]) {
-            seen[g] = true;
-            r->data_groups[r->n_data_groups++] = g;
-        }
+        r->n_seeds = i + 1;
     }
-    mg_client_config cc = {.nodes = cfg->nodes,
-                           .n_nodes = cfg->n_nodes,
-                           .slot_group = slots,
-                           .group_nodes = cfg->group_nodes,
-                           .n_group_nodes = cfg->n_group_nodes,
-                           .call_timeout_ms = cfg->call_timeout_ms ? cfg->call_timeout_ms : 5000,
+    r->call_timeout_ms = cfg->call_timeout_ms ? cfg->call_timeout_ms : 5000;
+    mg_client_config cc = {.seeds = (const char *const *)r->seeds,
+                           .n_seeds = r->n_seeds,
+                           .map_cache = cfg->map_cache,
+                           .call_timeout_ms = r->call_timeout_ms,
                            .survey_timeout_ms =
                                cfg->survey_timeout_ms ? cfg->survey_timeout_ms : 2000};
     int rc = mg_client_open(&cc, &r->client, err);
-    free(slots);
     if (rc != MG_OK) {
+        r->client = NULL;
         router_free(r);
         return rc;
     }
+    /* One try at the current map; a cluster that is not up (or not
+     * initialized) does not stop the router: requests fetch it later. */
+    mg_error merr;
+    if (mg_client_refresh_for(r->client, START_REFRESH_MS, &merr) != MG_OK)
+        mg_warn("router.map", "no cluster map yet: %s", merr.msg);
+    else if (mg_client_epoch(r->client) == 0)
+        mg_info("router.map", "%s", "the cluster is not initialized yet (memgrid ctl init)");
     if (cube_cache_open(r) != MG_OK) {
         router_free(r);
         return mg_error_set(err, MG_ENOMEM, "router: out of memory");
@@ -504,9 +503,10 @@ int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(r->mhd, MHD_DAEMON_INFO_BIND_PORT);
     r->port = info ? info->port : cfg->listen_port;
     mg_info("router.start",
-            "listen=%s:%u workers=%u http_threads=%u nodes=%zu groups=%u embedder=%s dim=%u "
+            "listen=%s:%u workers=%u http_threads=%u seeds=%zu epoch=%llu embedder=%s dim=%u "
             "fine_mode=%s",
-            host, (unsigned)r->port, n_workers, threads, cfg->n_nodes, r->n_data_groups,
+            host, (unsigned)r->port, n_workers, threads, r->n_seeds,
+            (unsigned long long)mg_client_epoch(r->client),
             r->embedder, r->dim, r->llm ? "on" : "off");
     *out = r;
     return MG_OK;
@@ -515,6 +515,11 @@ int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
 uint16_t mg_router_port(const mg_router *r)
 {
     return r->port;
+}
+
+uint64_t mg_router_epoch(mg_router *r)
+{
+    return mg_client_epoch(r->client);
 }
 
 void mg_router_stop(mg_router *r)

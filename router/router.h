@@ -11,9 +11,11 @@
  * a fixed pool of router workers while its connection is suspended, and the
  * connection is resumed when the answer is ready. nng runs its own threads.
  *
- * Placement: slot = XXH3_64bits(cube_id) % MG_ROUTER_SLOTS; the slot map
- * gives the data group, the group's entry in `group_nodes` the node first
- * asked for it (its presumed leader); NOT_LEADER answers move that guess.
+ * Placement: slot = XXH3_64bits(cube_id) % MG_ROUTER_SLOTS; the cluster map
+ * (lib/cmap.h, fetched from the meta group through the seeds) gives the data
+ * group and its replicas, the first of them the node first asked (its
+ * presumed leader); NOT_LEADER answers move that guess, MG_EWRONGGROUP
+ * refreshes the map (router/client.h).
  */
 #ifndef MG_ROUTER_H
 #define MG_ROUTER_H
@@ -50,16 +52,11 @@ typedef struct mg_router_config {
     const char *listen_host;        /* IPv4 literal; NULL = "127.0.0.1" */
     uint16_t listen_port;           /* 0 = any free port (see mg_router_port) */
 
-    const mg_router_node *nodes;    /* copied */
-    size_t n_nodes;
-    /* slot → data group (MG_ROUTER_SLOTS entries, copied), or NULL for an
-     * even split of the slots over groups 1 .. n_data_groups in order. */
-    const uint64_t *slot_map;
-    uint32_t n_data_groups;
-    /* group id → node id first asked for that group (copied; indexed by
-     * group id, n_group_nodes entries), or NULL: the first node for all. */
-    const uint64_t *group_nodes;
-    size_t n_group_nodes;
+    /* Where the cluster is (router/client.h): rpc URLs of some nodes, used to
+     * find the meta group and its map; the map names every other node. */
+    const char *const *seeds;       /* copied */
+    size_t n_seeds;
+    const char *map_cache;          /* NULL = none (client.h) */
 
     /* The embedder (router/embed.h), borrowed: it must outlive the router.
      * NULL = the router opens the built-in hash embedder at embed_dim. */
@@ -84,6 +81,14 @@ typedef struct mg_router_config {
 
 typedef struct mg_router mg_router;
 
+/* Initializes the cluster as POST /admin/init does (router/admin.h) when
+ * the meta group holds no map yet: data groups 1..groups with `replicas`
+ * replicas each on the nodes the router knows (its seeds). *created says
+ * whether it did (false: there was a map already, which is kept). `memgrid
+ * serve` calls it at every start. Any thread but the router's own. */
+int mg_router_init_cluster(mg_router *r, uint32_t groups, uint32_t replicas, bool *created,
+                           mg_error *err);
+
 /* Fills *cfg with zeros and the defaults above (no nodes). */
 void mg_router_config_default(mg_router_config *cfg);
 
@@ -95,6 +100,9 @@ int mg_router_start(const mg_router_config *cfg, mg_router **out, mg_error *err)
 
 /* The TCP port the router listens on (the chosen one when 0 was asked). */
 uint16_t mg_router_port(const mg_router *r);
+
+/* Epoch of the cluster map the router holds (0: none yet). */
+uint64_t mg_router_epoch(mg_router *r);
 
 /* Stops accepting, finishes the requests in flight (their cluster calls end
  * at their deadline at the latest), stops the workers, closes the sockets and

@@ -229,24 +229,63 @@ static int read_stats_body(const mg_wire_rep *rep, node_answer *a, mg_error *err
     return a->reg != NULL ? MG_OK : mg_error_set(err, MG_ECORRUPT, "STATS reply: no \"hist\"");
 }
 
-/* Asks every node for STATS at once. *out is a malloc'd array of *n answers
- * (free with answers_free); nodes that failed are there with up = false. */
+/* The nodes to ask: those of the current map, or before any map every node
+ * the router knows by id (its seeds). *ids malloc'd. */
+static int stats_node_ids(mg_router *r, uint64_t **ids, size_t *n)
+{
+    mg_cmap *m = malloc(sizeof *m);
+    size_t cap = MG_CMAP_NODES_MAX + mg_client_n_nodes(r->client);
+    uint64_t *out = malloc(cap * sizeof *out);
+    if (m == NULL || out == NULL) {
+        free(m);
+        free(out);
+        return MG_ENOMEM;
+    }
+    mg_client_map(r->client, m);
+    size_t k = 0;
+    if (m->epoch != 0) {
+        for (uint32_t i = 0; i < m->n_nodes && k < cap; i++)
+            out[k++] = m->nodes[i].id;
+    } else {
+        size_t known = mg_client_n_nodes(r->client);
+        for (size_t i = 0; i < known && k < cap; i++) {
+            uint64_t id = mg_client_node_id(r->client, i);
+            bool dup = id == 0;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = out[j] == id;
+            if (!dup)
+                out[k++] = id;
+        }
+    }
+    free(m);
+    *ids = out;
+    *n = k;
+    return MG_OK;
+}
+
+/* Asks every node of the map for STATS at once. *out is a malloc'd array of
+ * *n answers (free with answers_free); nodes that failed are there with
+ * up = false. */
 static int fetch_nodes(mg_router *r, node_answer **out, size_t *n)
 {
     static const uint8_t empty_map[1] = {0x80};
-    size_t count = mg_client_n_nodes(r->client);
+    uint64_t *ids;
+    size_t count;
+    if (stats_node_ids(r, &ids, &count) != MG_OK)
+        return MG_ENOMEM;
     node_answer *ans = calloc(count ? count : 1, sizeof *ans);
     mg_client_call *calls = calloc(count ? count : 1, sizeof *calls);
     if (ans == NULL || calls == NULL) {
         free(ans);
         free(calls);
+        free(ids);
         return MG_ENOMEM;
     }
-    mg_client_call_each(r->client, MG_OP_STATS, empty_map, sizeof empty_map, STATS_TIMEOUT_MS,
-                        calls);
+    mg_client_call_nodes(r->client, ids, count, MG_OP_STATS, empty_map, sizeof empty_map,
+                         STATS_TIMEOUT_MS, calls);
     for (size_t i = 0; i < count; i++) {
         node_answer *a = &ans[i];
-        a->id = mg_client_node_id(r->client, i);
+        a->id = ids[i];
         mg_error err = {0};
         int rc = calls[i].status;
         if (rc == MG_OK)
@@ -262,6 +301,7 @@ static int fetch_nodes(mg_router *r, node_answer **out, size_t *n)
         mg_client_reply_free(&calls[i].reply);
     }
     free(calls);
+    free(ids);
     *out = ans;
     *n = count;
     return MG_OK;

@@ -25,6 +25,7 @@
 const char *const store_db_names[STORE_DB_COUNT_] = {
     [STORE_DB_META] = "meta",       [STORE_DB_CUBES] = "cubes",   [STORE_DB_MEMORIES] = "memories",
     [STORE_DB_VECTORS] = "vectors", [STORE_DB_MEMIDS] = "memids", [STORE_DB_USERS] = "users",
+    [STORE_DB_SYS] = "sys",
 };
 
 /* ---- shared helpers ----------------------------------------------------- */

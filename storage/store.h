@@ -93,6 +93,9 @@ enum mg_store_op_kind {
                                 * record is checked (mg_store_record_check: the result
                                 * is its code) but never decoded. mem_id, when not NULL,
                                 * must be the record's id (else MG_EINVAL). */
+    MG_STORE_SYS_PUT,          /* sys_key (≤ 64 bytes), record/record_len (≤ 1 MiB):
+                                * replaces a record of the "sys" table (cluster
+                                * records, cluster/meta.h); in snapshots and digests */
 };
 
 enum mg_store_op_flags {
@@ -116,6 +119,7 @@ typedef struct mg_store_op {
     const void *record;        /* MEM_PUT_ENCODED */
     size_t record_len;
     const void *vec_le;        /* MEM_PUT_ENCODED: dim float32, little-endian, unaligned */
+    const char *sys_key;       /* SYS_PUT */
 } mg_store_op;
 
 /* Checks an encoded memory record (mg_item_pack's format) without decoding
@@ -204,6 +208,10 @@ int mg_store_mem_list(mg_store *s, const char *cube_id, const mg_filter *filter,
                       mg_error *err);
 
 int mg_store_user_get(mg_store *s, const char *user_id, mg_user *out, mg_error *err);
+
+/* A record of the "sys" table: *val malloc'd (the caller frees), *len bytes.
+ * MG_ENOTFOUND when absent. */
+int mg_store_sys_get(mg_store *s, const char *key, void **val, size_t *len, mg_error *err);
 
 /* ---- search ------------------------------------------------------------- */
 

@@ -617,6 +617,35 @@ static int op_user_delete(struct batch *b, const mg_store_op *op, size_t *count)
     return MG_OK;
 }
 
+static int op_sys_put(struct batch *b, const mg_store_op *op, size_t *count)
+{
+    size_t klen = op->sys_key != NULL ? strnlen(op->sys_key, STORE_SYS_KEY_MAX + 1) : 0;
+    if (klen == 0 || klen > STORE_SYS_KEY_MAX)
+        return mg_error_set(&b->op_err, MG_EINVAL, "sys key: 1-%d bytes expected",
+                            STORE_SYS_KEY_MAX);
+    if (op->record == NULL && op->record_len > 0)
+        return mg_error_set(&b->op_err, MG_EINVAL, "sys put without a value");
+    if (op->record_len > STORE_SYS_VALUE_MAX)
+        return mg_error_set(&b->op_err, MG_ETOOBIG, "sys value of %zu bytes (at most %zu)",
+                            op->record_len, STORE_SYS_VALUE_MAX);
+    MDB_val k = {klen, (void *)op->sys_key}, v;
+    if (op->flags & (MG_STORE_CREATE_ONLY | MG_STORE_UPDATE_ONLY)) {
+        int mrc = mdb_get(b->txn, b->s->dbi[STORE_DB_SYS], &k, &v);
+        if (mrc != 0 && mrc != MDB_NOTFOUND)
+            return batch_lmdb_fail(b, mrc, "reading a sys record");
+        if (mrc == 0 && (op->flags & MG_STORE_CREATE_ONLY))
+            return mg_error_set(&b->op_err, MG_EEXIST, "sys record exists");
+        if (mrc == MDB_NOTFOUND && (op->flags & MG_STORE_UPDATE_ONLY))
+            return mg_error_set(&b->op_err, MG_ENOTFOUND, "no such sys record");
+    }
+    v = (MDB_val){op->record_len, (void *)op->record};
+    int mrc = mdb_put(b->txn, b->s->dbi[STORE_DB_SYS], &k, &v, 0);
+    if (mrc)
+        return batch_lmdb_fail(b, mrc, "writing a sys record");
+    *count = 1;
+    return MG_OK;
+}
+
 typedef int (*op_fn)(struct batch *b, const mg_store_op *op, size_t *count);
 
 static const op_fn op_table[] = {
@@ -628,6 +657,7 @@ static const op_fn op_table[] = {
     [MG_STORE_USER_PUT] = op_user_put,
     [MG_STORE_USER_DELETE] = op_user_delete,
     [MG_STORE_MEM_PUT_ENCODED] = op_mem_put_encoded,
+    [MG_STORE_SYS_PUT] = op_sys_put,
 };
 
 /* ---- the batch ---------------------------------------------------------- */

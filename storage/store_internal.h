@@ -35,6 +35,9 @@
 #define STORE_INSTALL_FILE "install.mdb.tmp"
 /* meta key prefix of a cube's memory count: "count/" cube_id → u64 LE */
 #define STORE_COUNT_PREFIX "count/"
+/* Limits of a "sys" record (MG_STORE_SYS_PUT). */
+#define STORE_SYS_KEY_MAX 64
+#define STORE_SYS_VALUE_MAX ((size_t)1 << 20)
 /* cube_id '\0' id[16] */
 #define STORE_MEM_KEY_MAX (MG_CUBE_ID_MAX + 1 + 16)
 
@@ -46,6 +49,7 @@ enum store_db {
     STORE_DB_VECTORS,
     STORE_DB_MEMIDS,
     STORE_DB_USERS,
+    STORE_DB_SYS, /* cluster records (MG_STORE_SYS_PUT): key → value as given */
     STORE_DB_COUNT_
 };
 

@@ -316,6 +316,40 @@ int mg_store_user_get(mg_store *s, const char *user_id, mg_user *out, mg_error *
     return get_record(s, STORE_DB_USERS, user_id, "user", decode_user, out, err);
 }
 
+/* A sys record, copied as stored. */
+struct sys_value {
+    void *val;
+    size_t len;
+};
+
+static int copy_sys(const void *buf, size_t len, void *out, mg_error *err)
+{
+    struct sys_value *sv = out;
+    sv->val = malloc(len ? len : 1);
+    if (sv->val == NULL)
+        return mg_error_set(err, MG_ENOMEM, "out of memory reading a sys record of %zu bytes",
+                            len);
+    memcpy(sv->val, buf, len);
+    sv->len = len;
+    return MG_OK;
+}
+
+int mg_store_sys_get(mg_store *s, const char *key, void **val, size_t *len, mg_error *err)
+{
+    *val = NULL;
+    *len = 0;
+    size_t klen = key != NULL ? strnlen(key, STORE_SYS_KEY_MAX + 1) : 0;
+    if (klen == 0 || klen > STORE_SYS_KEY_MAX)
+        return mg_error_set(err, MG_EINVAL, "sys key: 1-%d bytes expected", STORE_SYS_KEY_MAX);
+    struct sys_value sv = {0};
+    int rc = get_record(s, STORE_DB_SYS, key, "sys record", copy_sys, &sv, err);
+    if (rc != MG_OK)
+        return rc;
+    *val = sv.val;
+    *len = sv.len;
+    return MG_OK;
+}
+
 /* ---- search ------------------------------------------------------------- */
 
 /*

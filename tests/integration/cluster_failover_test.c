@@ -1,6 +1,7 @@
 /*
  * Leader failover under load (3 `memgrid node` processes, 1 `memgrid
- * router`, the topology's default election timeout): 4 clients add memories
+ * router`, the cluster made by POST /admin/init with one data group of 3
+ * replicas, the node's default election timeout): 4 clients add memories
  * continuously to cubes of one data group and 1 client searches them while
  * the group's leader node is SIGKILLed.
  *
@@ -61,7 +62,7 @@ static bool node_status(int id, group_status *out)
 {
     memset(out, 0, sizeof *out);
     char url[64];
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", cl.base_port + 10u * (unsigned)id);
+    cluster_node_rpc(&cl, id, url, sizeof url);
     nng_socket s;
     if (nng_req0_open(&s) != 0)
         return false;
@@ -187,7 +188,8 @@ static void *writer_main(void *arg)
         } else {
             size_t i;
             json_t *e;
-            json_array_foreach(data, i, e) {
+            json_array_foreach(data, i, e)
+            {
                 const char *id = json_string_value(json_object_get(e, "memory_id"));
                 if (id == NULL)
                     continue;
@@ -260,7 +262,7 @@ static int setup(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    /* election_timeout_ms 0: the topology's (group's) default. */
+    /* election_ms 0: the node's default (--election-ms not given). */
     if (cluster_start(&cl, 3, 1, 0, NULL) != 0)
         return -1;
     return 0;

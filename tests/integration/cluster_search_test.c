@@ -1,8 +1,11 @@
 /*
- * A 3-node cluster (static topology, real processes on loopback) answers
- * searches spanning cubes in several shard groups exactly as one-process
- * `memgrid serve` does on the same adds: same memories, same order, same
- * scores (the same built-in embedder on both).
+ * A 3-node cluster (real processes on loopback, made by POST /admin/init
+ * with 3 data groups) answers searches spanning cubes in several shard
+ * groups exactly as one-process `memgrid serve` does on the same adds: same
+ * memories, same order, same scores (the same built-in embedder on both).
+ * Each cube's group is asked with `memgrid ctl slots --cube ID --json`; the
+ * cubes span every data group, and each group holds exactly the cubes and
+ * memories the slot map gives it (GET /admin/groups "cubes"/"memories").
  */
 #include "cluster_harness.h"
 
@@ -10,12 +13,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
-
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 #define N_CUBES 30
 #define N_DATA_GROUPS 3
@@ -25,7 +27,7 @@ static serve one;
 
 static const char *topics[] = {"hiking in the Alps", "baking sourdough bread",
                                "learning the cello", "training for a marathon",
-                               "growing tomatoes", "reading Russian novels"};
+                               "growing tomatoes",   "reading Russian novels"};
 
 static void post_ok(const serve *s, const char *path, const char *body)
 {
@@ -83,10 +85,12 @@ static char *summarize(const http_res *r)
     char *out = calloc(1, cap);
     size_t i, j;
     json_t *entry, *m;
-    json_array_foreach(tm, i, entry) {
+    json_array_foreach(tm, i, entry)
+    {
         len += (size_t)snprintf(out + len, cap - len, "[%s]",
                                 json_string_value(json_object_get(entry, "cube_id")));
-        json_array_foreach(json_object_get(entry, "memories"), j, m) {
+        json_array_foreach(json_object_get(entry, "memories"), j, m)
+        {
             json_t *md = json_object_get(m, "metadata");
             len += (size_t)snprintf(out + len, cap - len, " %s|%.6f;",
                                     json_string_value(json_object_get(m, "memory")),
@@ -102,16 +106,72 @@ static void test_cluster_search_matches_serve(void **state)
     load(&one);
     load(&cl.router);
 
-    /* The cubes span every data group of the cluster's even slot split. */
-    bool group_seen[N_DATA_GROUPS + 1] = {false};
-    for (int i = 0; i < N_CUBES; i++) {
+    /* Where each cube lives, by the slot map (ctl slots --cube). The
+     * probe's default cube ("cluster-probe", one memory) counts too. */
+    int want_cubes[N_DATA_GROUPS + 1] = {0}, want_mems[N_DATA_GROUPS + 1] = {0};
+    for (int i = 0; i <= N_CUBES; i++) {
         char id[16];
-        snprintf(id, sizeof id, "cube-%02d", i);
-        uint64_t slot = XXH3_64bits(id, strlen(id)) % 4096;
-        group_seen[1 + slot * N_DATA_GROUPS / 4096] = true; /* router/http.c */
+        if (i < N_CUBES)
+            snprintf(id, sizeof id, "cube-%02d", i);
+        else
+            snprintf(id, sizeof id, "cluster-probe");
+        int rc;
+        json_t *d = cluster_ctl_json(&cl.router, &rc, "slots", "--cube", id, NULL);
+        assert_int_equal(rc, 0);
+        json_t *cube = json_object_get(d, "cube");
+        assert_string_equal(json_string_value(json_object_get(cube, "id")), id);
+        json_int_t slot = json_integer_value(json_object_get(cube, "slot"));
+        json_int_t g = json_integer_value(json_object_get(cube, "group"));
+        assert_true(slot >= 0 && slot < 4096);
+        assert_true(g >= 1 && g <= N_DATA_GROUPS);
+        /* The slot map's ranges say the same. */
+        bool in_range = false;
+        size_t k;
+        json_t *run;
+        json_array_foreach(json_object_get(d, "ranges"), k, run)
+        {
+            if (slot >= json_integer_value(json_object_get(run, "first")) &&
+                slot <= json_integer_value(json_object_get(run, "last")))
+                in_range = json_integer_value(json_object_get(run, "group")) == g;
+        }
+        assert_true(in_range);
+        want_cubes[g]++;
+        want_mems[g] += i < N_CUBES ? 3 : 1;
+        json_decref(d);
     }
     for (int g = 1; g <= N_DATA_GROUPS; g++)
-        assert_true(group_seen[g]);
+        assert_true(want_cubes[g] > 0);
+
+    /* Each group holds exactly those (the figures come from the nodes'
+     * gauges, refreshed at most once a second: poll). */
+    bool same = false;
+    int got_cubes[N_DATA_GROUPS + 1], got_mems[N_DATA_GROUPS + 1];
+    for (int attempt = 0; attempt < 50 && !same; attempt++) {
+        if (attempt > 0)
+            usleep(200000);
+        json_t *groups = cluster_admin_get(&cl.router, "/admin/groups");
+        assert_true(json_is_array(groups));
+        memset(got_cubes, 0xff, sizeof got_cubes);
+        memset(got_mems, 0xff, sizeof got_mems);
+        size_t k;
+        json_t *gr;
+        json_array_foreach(groups, k, gr)
+        {
+            json_int_t g = json_integer_value(json_object_get(gr, "id"));
+            if (g >= 1 && g <= N_DATA_GROUPS) {
+                got_cubes[g] = (int)json_integer_value(json_object_get(gr, "cubes"));
+                got_mems[g] = (int)json_integer_value(json_object_get(gr, "memories"));
+            }
+        }
+        json_decref(groups);
+        same = true;
+        for (int g = 1; g <= N_DATA_GROUPS; g++)
+            same = same && got_cubes[g] == want_cubes[g] && got_mems[g] == want_mems[g];
+    }
+    for (int g = 1; g <= N_DATA_GROUPS; g++)
+        fprintf(stderr, "group %d: %d cubes, %d memories (slot map says %d, %d)\n", g, got_cubes[g],
+                got_mems[g], want_cubes[g], want_mems[g]);
+    assert_true(same);
 
     const char *queries[] = {"who do I go hiking with", "bread baking", "music lessons",
                              "running a marathon", "garden vegetables"};
@@ -119,9 +179,11 @@ static void test_cluster_search_matches_serve(void **state)
     for (size_t q = 0; q < 5; q++) {
         for (int start = 0; start < N_CUBES; start += 10) {
             char body[1024];
-            int len = snprintf(body, sizeof body, "{\"user_id\":\"u\",\"query\":\"%s\","
+            int len = snprintf(body, sizeof body,
+                               "{\"user_id\":\"u\",\"query\":\"%s\","
                                "\"dedup\":\"no\",\"top_k\":5,\"relativity\":0.001,"
-                               "\"readable_cube_ids\":[", queries[q]);
+                               "\"readable_cube_ids\":[",
+                               queries[q]);
             for (int i = start; i < start + 10; i++)
                 len += snprintf(body + len, sizeof body - (size_t)len, "%s\"cube-%02d\"",
                                 i > start ? "," : "", i);

@@ -344,8 +344,8 @@ static void test_ctl_usage(void **state)
         L("ctl", "--router", "ftp://x", "stats"),
         L("ctl", "--router"),
         L("ctl", "stats", "extra"),
-        L("ctl", "status"), /* not yet available */
-        L("ctl", "nodes"),
+        L("ctl", "status", "--bogus"),
+        L("ctl", "nodes", "extra"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = run_memgrid(bad[i], NULL);

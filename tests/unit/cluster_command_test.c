@@ -129,6 +129,127 @@ static void test_roundtrip(void **state)
     }
 }
 
+/* A checked map of `epoch` (1 node, 2 data groups), encoded. */
+static void *map_bytes(uint64_t epoch, size_t *len)
+{
+    mg_cmap_node n = {.id = 1, .raft_port = 9000};
+    strcpy(n.rpc, "inproc://n1");
+    strcpy(n.survey, "inproc://n1s");
+    strcpy(n.raft_host, "127.0.0.1");
+    mg_cmap *m = malloc(sizeof *m);
+    void *buf;
+    assert_int_equal(mg_cmap_initial(m, &n, 1, 2, 1, NULL), MG_OK);
+    m->epoch = epoch;
+    assert_int_equal(mg_cmap_encode(m, &buf, len, NULL), MG_OK);
+    free(m);
+    return buf;
+}
+
+static void test_cluster_cmds(void **state)
+{
+    (void)state;
+    mg_error err = {0};
+    assert_string_equal(mg_cmd_name(MG_CMD_META_SET), "meta_set");
+    assert_string_equal(mg_cmd_name(MG_CMD_SLOTS_SET), "slots_set");
+    assert_string_equal(mg_cmd_name(MG_CMD_SLOTS_DROP), "slots_drop");
+    assert_null(mg_cmd_name(MG_CMD_KIND_COUNT_));
+
+    /* round trips */
+    mg_cmd c = {.kind = MG_CMD_META_SET, .expect = 4};
+    c.map = map_bytes(5, &c.map_len);
+    void *buf;
+    size_t len;
+    mg_cmd d;
+    assert_int_equal(mg_cmd_encode(&c, &buf, &len, &err), MG_OK);
+    assert_int_equal(mg_cmd_decode(buf, len, &d, &err), MG_OK);
+    assert_int_equal(d.kind, MG_CMD_META_SET);
+    assert_int_equal(d.expect, 4);
+    assert_int_equal(d.map_len, c.map_len);
+    assert_memory_equal(d.map, c.map, c.map_len);
+    mg_cmd_clear(&d);
+    /* every truncation is refused, with nothing left allocated */
+    for (size_t cut = 0; cut < len; cut++) {
+        assert_int_equal(mg_cmd_decode(buf, cut, &d, &err), MG_ECORRUPT);
+        assert_null(d.map);
+    }
+    free(buf);
+
+    mg_cmd ss = {.kind = MG_CMD_SLOTS_SET, .epoch = 9};
+    mg_slotset_add(&ss.slots, 0);
+    mg_slotset_add(&ss.slots, 4095);
+    mg_slotset_add(&ss.slots, 100);
+    mg_cmd sd = {.kind = MG_CMD_SLOTS_DROP};
+    mg_slotset_add(&sd.slots, 77);
+    const mg_cmd *each[2] = {&ss, &sd};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mg_cmd_encode(each[i], &buf, &len, &err), MG_OK);
+        assert_int_equal(mg_cmd_decode(buf, len, &d, &err), MG_OK);
+        assert_int_equal(d.kind, each[i]->kind);
+        assert_int_equal(d.epoch, each[i]->epoch);
+        assert_memory_equal(&d.slots, &each[i]->slots, sizeof d.slots);
+        mg_cmd_clear(&d);
+        free(buf);
+    }
+    /* an empty set is a set: it round-trips */
+    mg_cmd empty = {.kind = MG_CMD_SLOTS_SET, .epoch = 1};
+    assert_int_equal(mg_cmd_encode(&empty, &buf, &len, &err), MG_OK);
+    assert_int_equal(mg_cmd_decode(buf, len, &d, &err), MG_OK);
+    assert_int_equal(mg_slotset_count(&d.slots), 0);
+    mg_cmd_clear(&d);
+    free(buf);
+
+    /* validation: the map must decode and follow expect */
+    c.expect = 5; /* map epoch 5 is not 6 */
+    assert_int_equal(mg_cmd_encode(&c, &buf, &len, &err), MG_EINVAL);
+    assert_non_null(strstr(err.msg, "epoch"));
+    c.expect = 4;
+    ((uint8_t *)c.map)[0] = 0xc1; /* not msgpack */
+    assert_int_equal(mg_cmd_validate(&c, &err), MG_EINVAL);
+    mg_cmd nomap = {.kind = MG_CMD_META_SET};
+    assert_int_equal(mg_cmd_validate(&nomap, &err), MG_EINVAL);
+    mg_cmd_clear(&c); /* frees the map */
+    assert_null(c.map);
+    mg_cmd_clear(&c); /* twice is fine */
+
+    /* corrupt inputs: slots of the wrong size, missing slots or map */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint8_t few[511] = {0};
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "op");
+    mg_mp_pack_cstr(&pk, "slots_drop");
+    mg_mp_pack_cstr(&pk, "slots");
+    mg_mp_pack_binn(&pk, few, sizeof few);
+    assert_int_equal(mg_cmd_decode(sb.data, sb.size, &d, &err), MG_ECORRUPT);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "op");
+    mg_mp_pack_cstr(&pk, "slots_set");
+    mg_mp_pack_cstr(&pk, "epoch");
+    msgpack_pack_uint64(&pk, 3);
+    assert_int_equal(mg_cmd_decode(sb.data, sb.size, &d, &err), MG_ECORRUPT);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "op");
+    mg_mp_pack_cstr(&pk, "meta_set");
+    mg_mp_pack_cstr(&pk, "expect");
+    msgpack_pack_uint64(&pk, 3);
+    assert_int_equal(mg_cmd_decode(sb.data, sb.size, &d, &err), MG_ECORRUPT);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 3);
+    mg_mp_pack_cstr(&pk, "op");
+    mg_mp_pack_cstr(&pk, "meta_set");
+    mg_mp_pack_cstr(&pk, "map");
+    mg_mp_pack_binn(&pk, few, 4);
+    mg_mp_pack_cstr(&pk, "map");
+    mg_mp_pack_binn(&pk, few, 4);
+    assert_int_equal(mg_cmd_decode(sb.data, sb.size, &d, &err), MG_ECORRUPT);
+    assert_null(d.map);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_validation_refuses_before_propose(void **state)
 {
     (void)state;
@@ -480,6 +601,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_cluster_cmds),
         cmocka_unit_test(test_validation_refuses_before_propose),
         cmocka_unit_test(test_versioning),
         cmocka_unit_test(test_read_puts_agrees),

@@ -184,6 +184,58 @@ static void test_add_fourth_replica_gets_snapshot(void **state)
     free(h);
 }
 
+/* The slot record travels by log and by snapshot: a replica added after a
+ * slots_set learns its group's ownership from the snapshot it installs, and
+ * every replica refuses the same unowned write. */
+static void test_slot_record_reaches_new_replica(void **state)
+{
+    (void)state;
+    harness *h = calloc(1, sizeof *h);
+    h_setup(h, 3, 8, 2);
+    unsigned l = write_and_converge(h, 2, 4);
+    const char *other = "elsewhere";
+    uint32_t own_slot = mg_slot_of(H_CUBE, strlen(H_CUBE));
+    assert_true(mg_slot_of(other, strlen(other)) != own_slot);
+    mg_cmd set = {.kind = MG_CMD_SLOTS_SET, .epoch = 12};
+    mg_slotset_add(&set.slots, own_slot);
+    raft_index idx = 0;
+    assert_int_equal(h_propose_cmd(h, l, &set, 0, 0, &idx), 0);
+    assert_true(h_converge(h));
+    for (unsigned i = 0; i < 3; i++) {
+        uint64_t epoch = 0;
+        assert_false(mg_fsm_owns(&h->fsms[i], other, strlen(other), &epoch));
+        assert_int_equal(epoch, 12);
+        assert_true(mg_fsm_owns(&h->fsms[i], H_CUBE, strlen(H_CUBE), NULL));
+    }
+    /* enough entries for a snapshot, then a fourth replica */
+    write_and_converge(h, 12, 2);
+    h_grow(h);
+    struct raft *r4 = raft_fixture_get(&h->f, 3);
+    assert_true(mg_fsm_owns(&h->fsms[3], other, strlen(other), NULL)); /* no record yet */
+    assert_int_equal(raft_start(r4), 0);
+    h_change(h, H_ADD, r4);
+    h_change(h, H_ASSIGN, r4);
+    mg_cmd c = {0};
+    mg_error err = {0};
+    assert_int_equal(mg_workload_cube_cmd(&c, other, H_DIM, &err), MG_OK);
+    assert_int_equal(h_propose_cmd(h, l, &c, 0, 0, &idx), 0);
+    mg_cmd_clear(&c);
+    assert_true(h_wait_applied(h, 3, idx));
+    assert_true(h->fsms[3].stats.restores >= 1);
+    uint64_t epoch = 0;
+    assert_false(mg_fsm_owns(&h->fsms[3], other, strlen(other), &epoch));
+    assert_int_equal(epoch, 12);
+    assert_true(h_converge(h));
+    for (unsigned i = 0; i < 4; i++) {
+        mg_cube cube = {0};
+        assert_int_equal(mg_store_cube_get(h->stores[i], other, &cube, NULL), MG_ENOTFOUND);
+    }
+    assert_int_equal(h_count(h, 3), h->next_k);
+    h_check_all(h);
+    h_teardown(h);
+    free(h);
+}
+
 static void test_remove_replica(void **state)
 {
     (void)state;
@@ -222,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_restart_replays_without_applying_twice),
         cmocka_unit_test(test_add_fourth_replica_gets_snapshot),
         cmocka_unit_test(test_remove_replica),
+        cmocka_unit_test(test_slot_record_reaches_new_replica),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

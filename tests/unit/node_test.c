@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "cluster/command.h"
+#include "lib/cmap.h"
 #include "lib/clock.h"
 #include "lib/jsonmp.h"
 #include "lib/wire.h"
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DIM 8
@@ -1735,6 +1737,710 @@ static void test_deadline(void **state)
     fixture_free(f);
 }
 
+/* ---- cluster ops: runtime groups, membership, meta, ownership ----------- */
+
+/* GROUP_OPEN of `group` as replica `replica` at addr; bootstrap = this
+ * replica alone, or nil (join). */
+static void group_open(nng_socket s, uint64_t group, uint64_t replica, const char *addr,
+                       bool bootstrap, reply *out)
+{
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 3);
+    mg_mp_pack_cstr(&b.pk, "replica");
+    msgpack_pack_uint64(&b.pk, replica);
+    kv_str(&b, "address", addr);
+    mg_mp_pack_cstr(&b.pk, "bootstrap");
+    if (bootstrap) {
+        msgpack_pack_array(&b.pk, 1);
+        msgpack_pack_map(&b.pk, 2);
+        mg_mp_pack_cstr(&b.pk, "id");
+        msgpack_pack_uint64(&b.pk, replica);
+        kv_str(&b, "address", addr);
+    } else {
+        msgpack_pack_nil(&b.pk);
+    }
+    request(s, MG_OP_GROUP_OPEN, group, "", &b.sb, out);
+    body_free(&b);
+}
+
+static void group_close(nng_socket s, uint64_t group, bool destroy, reply *out)
+{
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "destroy");
+    destroy ? msgpack_pack_true(&b.pk) : msgpack_pack_false(&b.pk);
+    request(s, MG_OP_GROUP_CLOSE, group, "", &b.sb, out);
+    body_free(&b);
+}
+
+/* GROUP_MEMBER; on MG_OK returns the number of voters (ids in voters). */
+static size_t member_change(nng_socket s, uint64_t group, const char *action, uint64_t id,
+                           const char *addr, int expect, uint64_t *voters, size_t cap)
+{
+    body b;
+    reply r = {0};
+    body_init(&b);
+    msgpack_pack_map(&b.pk, addr ? 3 : 2);
+    kv_str(&b, "action", action);
+    mg_mp_pack_cstr(&b.pk, "id");
+    msgpack_pack_uint64(&b.pk, id);
+    if (addr)
+        kv_str(&b, "address", addr);
+    request_deadline(s, MG_OP_GROUP_MEMBER, group, "", &b.sb, 20000, &r);
+    body_free(&b);
+    expect_status(&r, expect);
+    uint32_t n = 0;
+    if (expect == MG_OK) {
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        uint32_t m;
+        assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+        assert_int_equal(m, 1);
+        assert_true(mg_mp_peek_str_eq(&rd, "voters"));
+        mg_mp_skip(&rd);
+        assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+        assert_true(n <= cap);
+        for (uint32_t i = 0; i < n; i++)
+            assert_int_equal(mg_mp_read_u64(&rd, &voters[i]), MG_OK);
+    }
+    reply_free(&r);
+    return n;
+}
+
+/* BARRIER on the group's leader: the applied index. */
+static uint64_t barrier(nng_socket s, uint64_t group)
+{
+    reply r = {0};
+    uint64_t applied = 0;
+    uint32_t m;
+    request(s, MG_OP_BARRIER, group, "", NULL, &r);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+    assert_true(mg_mp_peek_str_eq(&rd, "applied"));
+    mg_mp_skip(&rd);
+    assert_int_equal(mg_mp_read_u64(&rd, &applied), MG_OK);
+    reply_free(&r);
+    return applied;
+}
+
+/* NODE_INFO: the hosted group ids (sorted by the caller's expectations). */
+static size_t node_info_groups(nng_socket s, uint64_t node_id, uint64_t *groups, size_t cap)
+{
+    reply r = {0};
+    uint32_t m, n = 0;
+    request(s, MG_OP_NODE_INFO, 0, "", NULL, &r);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+    assert_int_equal(m, 6);
+    for (uint32_t i = 0; i < m; i++) {
+        bool is_node = mg_mp_peek_str_eq(&rd, "node"), is_groups = mg_mp_peek_str_eq(&rd, "groups");
+        mg_mp_skip(&rd);
+        if (is_node) {
+            uint64_t id;
+            assert_int_equal(mg_mp_read_u64(&rd, &id), MG_OK);
+            assert_int_equal(id, node_id);
+        } else if (is_groups) {
+            assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+            assert_true(n <= cap);
+            for (uint32_t j = 0; j < n; j++)
+                assert_int_equal(mg_mp_read_u64(&rd, &groups[j]), MG_OK);
+        } else {
+            assert_int_equal(mg_mp_skip(&rd), MG_OK);
+        }
+    }
+    reply_free(&r);
+    return n;
+}
+
+static bool group_file_exists(const char *dir, uint64_t group, const char *sub)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/group-%llu%s%s", dir, (unsigned long long)group,
+             sub ? "/" : "", sub ? sub : "");
+    return stat(path, &st) == 0;
+}
+
+/* Status of `group` on node n; false when not hosted. */
+static bool group_status(mg_node *n, uint64_t group, mg_node_group_status *st)
+{
+    for (size_t i = 0; mg_node_group_status_at(n, i, st); i++)
+        if (st->group_id == group)
+            return true;
+    return false;
+}
+
+/* MEM_COUNT with "follower": true (a replica that does not lead). */
+static uint64_t follower_count(nng_socket s, uint64_t group, const char *cube)
+{
+    body b;
+    reply r = {0};
+    uint64_t count = UINT64_MAX;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", cube);
+    mg_mp_pack_cstr(&b.pk, "follower");
+    msgpack_pack_true(&b.pk);
+    request(s, MG_OP_MEM_COUNT, group, "", &b.sb, &r);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    assert_int_equal(mg_mp_read_u64(&rd, &count), MG_OK);
+    reply_free(&r);
+    body_free(&b);
+    return count;
+}
+
+static void test_group_open_close(void **state)
+{
+    (void)state;
+    fixture *f = fixture_new(NULL, 0);
+    uint64_t groups[8];
+    reply r = {0};
+    char addr[MG_ADDRESS_MAX];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
+    assert_int_equal(mg_node_n_groups(f->node), 0);
+    assert_int_equal(node_info_groups(f->req, 1, groups, 8), 0);
+    /* Not hosted yet: reads answer MG_ENOTFOUND. */
+    mem_count(f->req, 3, "alice", "c3", MG_ENOTFOUND);
+
+    group_open(f->req, 3, 1, addr, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    group_open(f->req, 3, 1, addr, true, &r); /* again: already hosted */
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    /* Cluster ops are internal. */
+    request(f->req, MG_OP_GROUP_CLOSE, 3, "alice", NULL, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    mg_error err = {0};
+    assert_int_equal(mg_node_wait_ready(f->node, 5000, &err), MG_OK);
+    assert_int_equal(node_info_groups(f->req, 1, groups, 8), 1);
+    assert_int_equal(groups[0], 3);
+    assert_true(group_file_exists(f->dir, 3, "replica"));
+    seed_cube(f, 3, "c3", 3, "alice", NULL, 6);
+
+    /* MEM_LIST "vecs": the stored vector of every record, in id order. */
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", "c3");
+    mg_mp_pack_cstr(&b.pk, "vecs");
+    msgpack_pack_true(&b.pk);
+    request(f->req, MG_OP_MEM_LIST, 3, "alice", &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    uint32_t m, n_rec = 0, n_vec = 0;
+    bool saw_vecs = false;
+    assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+    assert_int_equal(m, 3);
+    for (uint32_t i = 0; i < m; i++) {
+        bool is_rec = mg_mp_peek_str_eq(&rd, "records"), is_vecs = mg_mp_peek_str_eq(&rd, "vecs");
+        mg_mp_skip(&rd);
+        if (is_rec) {
+            assert_int_equal(mg_mp_read_array(&rd, &n_rec), MG_OK);
+            for (uint32_t j = 0; j < n_rec; j++)
+                mg_mp_skip(&rd);
+        } else if (is_vecs) {
+            saw_vecs = true;
+            assert_int_equal(mg_mp_read_array(&rd, &n_vec), MG_OK);
+            for (uint32_t j = 0; j < n_vec; j++) {
+                const uint8_t *v;
+                uint32_t vl;
+                float want[DIM], got[DIM];
+                assert_int_equal(mg_mp_read_bin(&rd, &v, &vl), MG_OK);
+                assert_int_equal(vl, DIM * sizeof(float));
+                memcpy(got, v, sizeof got);
+                make_vec(want, j); /* ids are in put order: memory j */
+                for (unsigned d = 0; d < DIM; d++)
+                    assert_true(fabsf(got[d] - want[d]) < 1e-6f);
+            }
+        } else {
+            mg_mp_skip(&rd);
+        }
+    }
+    assert_true(saw_vecs);
+    assert_int_equal(n_rec, 6);
+    assert_int_equal(n_vec, 6);
+    reply_free(&r);
+
+    /* A restart reopens the replica from its "replica" file. */
+    clients_close(f);
+    mg_node_stop(f->node);
+    node_start(f, 1);
+    clients_open(f);
+    assert_int_equal(mg_node_n_groups(f->node), 1);
+    assert_int_equal(mem_count(f->req, 3, "alice", "c3", MG_OK), 6);
+
+    /* Close without destroy: not hosted, files kept, not reopened. */
+    group_close(f->req, 3, false, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    mem_count(f->req, 3, "alice", "c3", MG_ENOTFOUND);
+    assert_int_equal(node_info_groups(f->req, 1, groups, 8), 0);
+    assert_true(group_file_exists(f->dir, 3, "store"));
+    assert_false(group_file_exists(f->dir, 3, "replica"));
+    clients_close(f);
+    mg_node_stop(f->node);
+    node_start(f, 1);
+    clients_open(f);
+    assert_int_equal(mg_node_n_groups(f->node), 0);
+    /* Open it again (same slot): the data is still there. */
+    group_open(f->req, 3, 1, addr, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mg_node_wait_ready(f->node, 5000, &err), MG_OK);
+    assert_int_equal(mem_count(f->req, 3, "alice", "c3", MG_OK), 6);
+    /* Close with destroy: the directory is gone; closing again is fine. */
+    group_close(f->req, 3, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_false(group_file_exists(f->dir, 3, NULL));
+    group_close(f->req, 3, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    /* Malformed: GROUP_OPEN without a replica id; nothing opened. */
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    kv_str(&b, "address", addr);
+    request(f->req, MG_OP_GROUP_OPEN, 4, "", &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, MG_EINVAL);
+    reply_free(&r);
+    assert_int_equal(mg_node_n_groups(f->node), 0);
+    assert_false(group_file_exists(f->dir, 4, NULL));
+    fixture_free(f);
+}
+
+static void test_group_membership(void **state)
+{
+    (void)state;
+    fixture *a = fixture_new(NULL, 0);
+    fixture *b = calloc(1, sizeof *b);
+    b->dir = tmpdir_new();
+    unsigned seq = ++url_seq;
+    snprintf(b->rep_url, sizeof b->rep_url, "inproc://node-test-rep-%u", seq);
+    snprintf(b->resp_url, sizeof b->resp_url, "inproc://node-test-resp-%u", seq);
+    node_start(b, 2);
+    clients_open(b);
+    char addr_a[MG_ADDRESS_MAX], addr_b[MG_ADDRESS_MAX];
+    snprintf(addr_a, sizeof addr_a, "127.0.0.1:%u", free_port());
+    snprintf(addr_b, sizeof addr_b, "127.0.0.1:%u", free_port());
+    reply r = {0};
+    mg_error err = {0};
+    uint64_t voters[4];
+
+    group_open(a->req, 5, 1, addr_a, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mg_node_wait_ready(a->node, 5000, &err), MG_OK);
+    seed_cube(a, 5, "c5", 5, "alice", NULL, 20);
+
+    /* B joins (no bootstrap), then A's leader adds it. */
+    group_open(b->req, 5, 2, addr_b, false, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    member_change(b->req, 5, "add", 2, addr_b, MG_ENOTLEADER, voters, 4);
+    assert_int_equal(member_change(a->req, 5, "add", 2, addr_b, MG_OK, voters, 4), 2);
+    assert_true((voters[0] == 1 && voters[1] == 2) || (voters[0] == 2 && voters[1] == 1));
+    /* Again: already a voter. */
+    assert_int_equal(member_change(a->req, 5, "add", 2, addr_b, MG_OK, voters, 4), 2);
+
+    /* B catches up: same applied index, same data. */
+    uint64_t applied = barrier(a->req, 5);
+    mg_node_group_status st;
+    uint64_t t0 = mg_clock_mono_ns();
+    while (!(group_status(b->node, 5, &st) && st.last_applied >= applied)) {
+        assert_true(mg_clock_mono_ns() - t0 < 10000000000ull);
+        usleep(10000);
+    }
+    assert_int_equal(follower_count(b->req, 5, "c5"), 20);
+
+    /* Transfer to B: A no longer leads, B does. */
+    assert_int_equal(member_change(a->req, 5, "transfer", 2, NULL, MG_OK, voters, 4), 2);
+    mg_cmd c;
+    cmd_mem_put(&c, "c5", 5, 100, 2);
+    write_cmds(a->req, 5, "alice", &c, 1, &r);
+    expect_status(&r, MG_ENOTLEADER);
+    assert_int_equal(r.rep.leader_id, 2);
+    reply_free(&r);
+    t0 = mg_clock_mono_ns();
+    while (mg_node_wait_ready(b->node, 100, &err) != MG_OK)
+        assert_true(mg_clock_mono_ns() - t0 < 10000000000ull);
+    cmd_mem_put(&c, "c5", 5, 100, 2);
+    write_cmds(b->req, 5, "alice", &c, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+
+    /* Remove A on the new leader, twice; then A's replica is destroyed. */
+    assert_int_equal(member_change(b->req, 5, "remove", 1, NULL, MG_OK, voters, 4), 1);
+    assert_int_equal(voters[0], 2);
+    assert_int_equal(member_change(b->req, 5, "remove", 1, NULL, MG_OK, voters, 4), 1);
+    assert_true(group_file_exists(a->dir, 5, "raft"));
+    group_close(a->req, 5, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_false(group_file_exists(a->dir, 5, NULL));
+    mem_count(a->req, 5, "alice", "c5", MG_ENOTFOUND);
+    /* B alone still takes writes and holds everything. */
+    cmd_mem_put(&c, "c5", 5, 200, 3);
+    write_cmds(b->req, 5, "alice", &c, 1, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mem_count(b->req, 5, "alice", "c5", MG_OK), 25);
+    fixture_free(a);
+    fixture_free(b);
+}
+
+static void test_meta_get(void **state)
+{
+    (void)state;
+    fixture *f = fixture_new(NULL, 0);
+    char addr[MG_ADDRESS_MAX];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
+    reply r = {0};
+    mg_error err = {0};
+    group_open(f->req, 0, 1, addr, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mg_node_wait_ready(f->node, 5000, &err), MG_OK);
+
+    /* Before any meta_set: epoch 0, no map. */
+    request(f->req, MG_OP_META_GET, 0, "", NULL, &r);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    uint32_t m;
+    uint64_t epoch = 99;
+    assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+    assert_int_equal(m, 2);
+    for (uint32_t i = 0; i < m; i++) {
+        bool is_epoch = mg_mp_peek_str_eq(&rd, "epoch");
+        mg_mp_skip(&rd);
+        if (is_epoch) {
+            assert_int_equal(mg_mp_read_u64(&rd, &epoch), MG_OK);
+        } else {
+            assert_int_equal(mg_mp_peek(&rd), MG_MP_NIL);
+            mg_mp_skip(&rd);
+        }
+    }
+    assert_int_equal(epoch, 0);
+    reply_free(&r);
+    request(f->req, MG_OP_META_GET, 0, "alice", NULL, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+
+    /* meta_set (internal only) stores the map; META_GET returns it. */
+    mg_cmap *map = calloc(1, sizeof *map);
+    mg_cmap_node node = {.id = 1, .raft_host = "127.0.0.1", .raft_port = 7000};
+    snprintf(node.rpc, sizeof node.rpc, "%s", f->rep_url);
+    snprintf(node.survey, sizeof node.survey, "%s", f->resp_url);
+    assert_int_equal(mg_cmap_initial(map, &node, 1, 2, 1, &err), MG_OK);
+    void *enc;
+    size_t enc_len;
+    assert_int_equal(mg_cmap_encode(map, &enc, &enc_len, &err), MG_OK);
+    mg_cmd c = {.kind = MG_CMD_META_SET, .expect = 0};
+    c.map = malloc(enc_len);
+    memcpy(c.map, enc, enc_len);
+    c.map_len = enc_len;
+    write_cmds(f->req, 0, "alice", &c, 1, &r);
+    expect_status(&r, MG_EPERM);
+    reply_free(&r);
+    c = (mg_cmd){.kind = MG_CMD_META_SET, .expect = 0, .map = malloc(enc_len), .map_len = enc_len};
+    memcpy(c.map, enc, enc_len);
+    write_cmds(f->req, 0, "", &c, 1, &r);
+    expect_status(&r, MG_OK);
+    int codes[1];
+    uint64_t counts[1];
+    assert_int_equal(outcomes(&r, codes, counts, 1), 1);
+    assert_int_equal(codes[0], MG_OK);
+    reply_free(&r);
+
+    request(f->req, MG_OP_META_GET, 0, "", NULL, &r);
+    expect_status(&r, MG_OK);
+    rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    bool saw_map = false;
+    assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+    for (uint32_t i = 0; i < m; i++) {
+        bool is_epoch = mg_mp_peek_str_eq(&rd, "epoch");
+        mg_mp_skip(&rd);
+        if (is_epoch) {
+            assert_int_equal(mg_mp_read_u64(&rd, &epoch), MG_OK);
+        } else {
+            const uint8_t *bin;
+            uint32_t bl;
+            assert_int_equal(mg_mp_read_bin(&rd, &bin, &bl), MG_OK);
+            assert_int_equal(bl, enc_len);
+            assert_memory_equal(bin, enc, enc_len);
+            saw_map = true;
+        }
+    }
+    assert_int_equal(epoch, 1);
+    assert_true(saw_map);
+    reply_free(&r);
+    free(enc);
+    free(map);
+    fixture_free(f);
+}
+
+/* Two cube ids whose slots differ. */
+static void pick_cubes(char *own, char *gone, size_t cap)
+{
+    snprintf(own, cap, "owned-cube");
+    for (unsigned i = 0;; i++) {
+        snprintf(gone, cap, "moved-cube-%u", i);
+        if (mg_slot_of(gone, strlen(gone)) != mg_slot_of(own, strlen(own)))
+            return;
+    }
+}
+
+static void slots_set(fixture *f, uint64_t group, uint64_t epoch, const char *drop)
+{
+    mg_cmd c = {.kind = MG_CMD_SLOTS_SET, .epoch = epoch};
+    reply r = {0};
+    int codes[1];
+    uint64_t counts[1];
+    memset(&c.slots, 0xff, sizeof c.slots);
+    if (drop != NULL)
+        mg_slotset_del(&c.slots, mg_slot_of(drop, strlen(drop)));
+    write_cmds(f->req, group, "", &c, 1, &r);
+    expect_status(&r, MG_OK);
+    assert_int_equal(outcomes(&r, codes, counts, 1), 1);
+    assert_int_equal(codes[0], MG_OK);
+    reply_free(&r);
+}
+
+static void test_ownership(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {1};
+    fixture *f = fixture_new(ids, 1);
+    char own[32], gone[32];
+    pick_cubes(own, gone, sizeof own);
+    seed_cube(f, 1, own, 1, "alice", NULL, 5);
+    seed_cube(f, 1, gone, 2, "alice", NULL, 7);
+    slots_set(f, 1, 7, gone);
+
+    /* Each BARRIER appends one entry: a second one right after the refused
+     * write lands one index later exactly when nothing else was proposed. */
+    uint64_t before = barrier(f->req, 1);
+    /* Every cube-scoped read of the unowned cube: MG_EWRONGGROUP, epoch 7. */
+    static const int ops[] = {MG_OP_CUBE_GET, MG_OP_MEM_COUNT, MG_OP_MEM_LIST, MG_OP_MEM_GET};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        body b;
+        reply r = {0};
+        uint8_t id[16];
+        make_id(id, 2, 0);
+        body_init(&b);
+        msgpack_pack_map(&b.pk, ops[i] == MG_OP_MEM_GET ? 2 : 1);
+        kv_str(&b, "cube_id", gone);
+        if (ops[i] == MG_OP_MEM_GET) {
+            mg_mp_pack_cstr(&b.pk, "ids");
+            msgpack_pack_array(&b.pk, 1);
+            mg_mp_pack_binn(&b.pk, id, 16);
+        }
+        request(f->req, ops[i], 1, "alice", &b.sb, &r);
+        body_free(&b);
+        expect_status(&r, MG_EWRONGGROUP);
+        assert_int_equal(r.rep.epoch, 7);
+        reply_free(&r);
+    }
+    /* A write to it is refused before proposing: nothing applied. */
+    mg_cmd c;
+    reply r = {0};
+    cmd_mem_put(&c, gone, 2, 100, 3);
+    write_cmds(f->req, 1, "alice", &c, 1, &r);
+    expect_status(&r, MG_EWRONGGROUP);
+    assert_int_equal(r.rep.epoch, 7);
+    reply_free(&r);
+    assert_int_equal(barrier(f->req, 1), before + 1);
+    /* The owned cube works as before. */
+    assert_int_equal(mem_count(f->req, 1, "alice", own, MG_OK), 5);
+    /* CUBE_LIST shows only the owned cube. */
+    request(f->req, MG_OP_CUBE_LIST, 1, "alice", NULL, &r);
+    expect_status(&r, MG_OK);
+    mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    uint32_t n;
+    assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+    assert_int_equal(n, 1);
+    reply_free(&r);
+    /* MEM_GET by id across the group leaves the unowned cube's out. */
+    body b;
+    uint8_t id_own[16], id_gone[16];
+    make_id(id_own, 1, 0);
+    make_id(id_gone, 2, 0);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "ids");
+    msgpack_pack_array(&b.pk, 2);
+    mg_mp_pack_binn(&b.pk, id_own, 16);
+    mg_mp_pack_binn(&b.pk, id_gone, 16);
+    request(f->req, MG_OP_MEM_GET, 1, "", &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, MG_OK);
+    rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+    assert_int_equal(n, 1);
+    reply_free(&r);
+    /* SEARCH: the unowned cube is a cube error, the owned one answers. */
+    float q[DIM];
+    make_vec(q, 1);
+    const search_cube_arg cubes[] = {{own, 1, NULL}, {gone, 1, NULL}};
+    const uint64_t assign[] = {1};
+    reply reps[2];
+    search_result res;
+    search_body(&b, q, 3, false, false, cubes, 2, assign, 1, 1);
+    size_t got = survey(f->surv, MG_OP_SEARCH, "alice", &b.sb, reps, 2);
+    body_free(&b);
+    assert_int_equal(got, 1);
+    decode_result(&reps[0], &res);
+    assert_int_equal(res.n_hits, 3);
+    for (size_t i = 0; i < res.n_hits; i++)
+        assert_int_equal(res.hits[i].cube, 0);
+    assert_int_equal(res.n_errors, 1);
+    assert_int_equal(res.err_cube[0], 1);
+    assert_int_equal(res.err_status[0], MG_EWRONGGROUP);
+    result_free(&res);
+    reply_free(&reps[0]);
+    /* Internal reads with "any_slot": true still see it (the rebalance's copy
+     * from a frozen source); a user's "any_slot" is ignored. */
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cube_id", gone);
+    mg_mp_pack_cstr(&b.pk, "any_slot");
+    msgpack_pack_true(&b.pk);
+    request(f->req, MG_OP_MEM_LIST, 1, "", &b.sb, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    request(f->req, MG_OP_CUBE_GET, 1, "", &b.sb, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    request(f->req, MG_OP_MEM_COUNT, 1, "alice", &b.sb, &r);
+    expect_status(&r, MG_EWRONGGROUP);
+    reply_free(&r);
+    body_free(&b);
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "any_slot");
+    msgpack_pack_true(&b.pk);
+    request(f->req, MG_OP_CUBE_LIST, 1, "", &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, MG_OK);
+    rd = mg_wire_body(r.rep.body, r.rep.body_len);
+    assert_int_equal(mg_mp_read_array(&rd, &n), MG_OK);
+    assert_int_equal(n, 2);
+    reply_free(&r);
+    /* Owning it again: the cube is unchanged (the refused put left nothing). */
+    slots_set(f, 1, 8, NULL);
+    assert_int_equal(mem_count(f->req, 1, "alice", gone, MG_OK), 7);
+    fixture_free(f);
+}
+
+/* Requests racing with GROUP_CLOSE / GROUP_OPEN of their group: each one is
+ * answered, with success or a clean refusal, and the node keeps working. */
+typedef struct churn_arg {
+    fixture *f;
+    atomic_bool stop;
+    int bad;      /* statuses outside the allowed set */
+    int ok;
+    int refused;
+} churn_arg;
+
+static void *churn_main(void *p)
+{
+    churn_arg *a = p;
+    nng_socket s;
+    if (nng_req0_open(&s) != 0 || nng_dial(s, a->f->rep_url, NULL, 0) != 0) {
+        a->bad++;
+        return NULL;
+    }
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000);
+    float q[DIM];
+    make_vec(q, 2);
+    const search_cube_arg cubes[] = {{"churn", 3, NULL}};
+    const uint64_t assign[] = {3};
+    for (unsigned i = 0; !atomic_load(&a->stop); i++) {
+        reply r = {0};
+        if (i % 3 == 0) {
+            mg_cmd c;
+            cmd_mem_put(&c, "churn", 3, 1000 + i, 1);
+            write_cmds(s, 3, "alice", &c, 1, &r);
+        } else if (i % 3 == 1) {
+            body b;
+            body_init(&b);
+            msgpack_pack_map(&b.pk, 1);
+            kv_str(&b, "cube_id", "churn");
+            request(s, MG_OP_MEM_COUNT, 3, "alice", &b.sb, &r);
+            body_free(&b);
+        } else {
+            body b;
+            search_body(&b, q, 3, i % 2 == 0, false, cubes, 1, assign, 1, 1);
+            request(s, MG_OP_SEARCH, 0, "alice", &b.sb, &r);
+            body_free(&b);
+        }
+        int st = r.rep.status;
+        if (st == MG_OK)
+            a->ok++;
+        else if (st == MG_ENOTFOUND || st == MG_EUNAVAIL || st == MG_ENOTLEADER ||
+                 st == MG_EBUSY)
+            a->refused++;
+        else {
+            a->bad++;
+            printf("# churn: op %u answered %s (%.*s)\n", i % 3, mg_errname(st),
+                   (int)r.rep.msg_len, r.rep.msg);
+        }
+        reply_free(&r);
+    }
+    nng_close(s);
+    return NULL;
+}
+
+static void test_group_close_under_load(void **state)
+{
+    (void)state;
+    fixture *f = fixture_new(NULL, 0);
+    char addr[MG_ADDRESS_MAX];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
+    reply r = {0};
+    mg_error err = {0};
+    group_open(f->req, 3, 1, addr, true, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mg_node_wait_ready(f->node, 5000, &err), MG_OK);
+    seed_cube(f, 3, "churn", 3, "alice", NULL, 50);
+    churn_arg args[2] = {{.f = f}, {.f = f}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, churn_main, &args[i]), 0);
+    for (int round = 0; round < 6; round++) {
+        usleep(30000);
+        group_close(f->req, 3, false, &r);
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+        usleep(10000);
+        group_open(f->req, 3, 1, addr, true, &r);
+        expect_status(&r, MG_OK);
+        reply_free(&r);
+        assert_int_equal(mg_node_wait_ready(f->node, 5000, &err), MG_OK);
+    }
+    usleep(30000);
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&args[i].stop, true);
+        pthread_join(th[i], NULL);
+        printf("# churn thread %d: ok=%d refused=%d bad=%d\n", i, args[i].ok, args[i].refused,
+               args[i].bad);
+        assert_int_equal(args[i].bad, 0);
+        assert_true(args[i].ok > 0);
+    }
+    assert_true(args[0].refused + args[1].refused > 0);
+    /* Still serving, with every seeded memory. */
+    assert_true(mem_count(f->req, 3, "alice", "churn", MG_OK) >= 50);
+    fixture_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1749,6 +2455,11 @@ int main(void)
         cmocka_unit_test(test_concurrent_writes),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_group_open_close),
+        cmocka_unit_test(test_group_membership),
+        cmocka_unit_test(test_meta_get),
+        cmocka_unit_test(test_ownership),
+        cmocka_unit_test(test_group_close_under_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

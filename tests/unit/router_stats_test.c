@@ -1,6 +1,8 @@
 /*
  * The router's /metrics and /admin/stats over two nodes, in one process:
- * node 1 hosts groups 0 and 1, node 2 group 2; a router in front of both.
+ * node 1 hosts groups 0 and 1, node 2 group 2; a router in front of both,
+ * which knows the cluster map from its map cache (the meta group holds none:
+ * no `ctl init` here) and node 1 as its seed.
  * Every node's series appear labelled by node, /admin/stats merges them
  * (the merged count of an op is the sum of the nodes' counts), and a node
  * that stops reads memgrid_node_up 0 and "up": false while the rest still
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include "lib/clock.h"
+#include "lib/cmap.h"
 #include "node/node.h"
 #include "router/router.h"
 #include "tests/fixtures/prom_text.h"
@@ -22,6 +25,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +52,29 @@ static unsigned free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* A loopback port p with p .. p + n - 1 free. */
+static unsigned free_run(unsigned n)
+{
+    for (;;) {
+        unsigned p = free_port();
+        bool ok = p + n - 1 <= 65535;
+        for (unsigned i = 1; ok && i < n; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET,
+                                    .sin_port = htons((uint16_t)(p + i)),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+            close(fd);
+        }
+        if (ok)
+            return p;
+    }
+}
+
 typedef struct test_node {
     char dir[64];
     char rep[64], resp[64];
+    unsigned raft_port; /* group G listens on raft_port + G */
     char addrs[2][MG_ADDRESS_MAX];
     mg_group_peer peers[2];
     mg_node_group groups[2];
@@ -63,12 +87,14 @@ static void node_up(test_node *t, uint64_t id, const uint64_t *groups, size_t n)
     assert_non_null(mkdtemp(t->dir));
     snprintf(t->rep, sizeof t->rep, "inproc://rstats-rep-%llu", (unsigned long long)id);
     snprintf(t->resp, sizeof t->resp, "inproc://rstats-resp-%llu", (unsigned long long)id);
+    t->raft_port = free_run(3);
     for (size_t i = 0; i < n; i++) {
-        snprintf(t->addrs[i], MG_ADDRESS_MAX, "127.0.0.1:%u", free_port());
-        t->peers[i].id = 1;
+        snprintf(t->addrs[i], MG_ADDRESS_MAX, "127.0.0.1:%u",
+                 t->raft_port + (unsigned)groups[i]);
+        t->peers[i].id = id; /* raft id = node id */
         snprintf(t->peers[i].address, MG_ADDRESS_MAX, "%s", t->addrs[i]);
         t->groups[i] = (mg_node_group){.group_id = groups[i],
-                                       .replica_id = 1,
+                                       .replica_id = id,
                                        .address = t->addrs[i],
                                        .bootstrap = &t->peers[i],
                                        .n_bootstrap = 1};
@@ -149,16 +175,47 @@ static json_t *admin_stats(unsigned port)
     return doc;
 }
 
-/* A cube id whose slot falls in data group `group` (1 or 2 of 2: the
- * router splits the slots evenly in order). */
-static void cube_in_group(uint64_t group, char *out, size_t cap)
+/* A cube id whose slot falls in data group `group` of the map. */
+static void cube_in_group(const mg_cmap *m, uint64_t group, char *out, size_t cap)
 {
     for (unsigned i = 0;; i++) {
         snprintf(out, cap, "rstats-%u", i);
-        uint64_t slot = XXH3_64bits(out, strlen(out)) % MG_ROUTER_SLOTS;
-        if (1 + slot * 2 / MG_ROUTER_SLOTS == group)
+        if (mg_cmap_cube_group(m, out, strlen(out)) == group)
             return;
     }
+}
+
+/* The map of the two nodes: group 0 and 1 on node 1, group 2 on node 2,
+ * the first half of the slots to group 1, the rest to group 2; saved where
+ * the router loads its map cache from. */
+static void write_map(const test_node *n1, const test_node *n2, const char *path, mg_cmap *m)
+{
+    mg_error err = {0};
+    mg_cmap_init(m);
+    const test_node *tn[2] = {n1, n2};
+    for (int i = 0; i < 2; i++) {
+        mg_cmap_node node = {.id = (uint64_t)i + 1, .raft_port = tn[i]->raft_port};
+        snprintf(node.rpc, sizeof node.rpc, "%s", tn[i]->rep);
+        snprintf(node.survey, sizeof node.survey, "%s", tn[i]->resp);
+        snprintf(node.raft_host, sizeof node.raft_host, "127.0.0.1");
+        assert_int_equal(mg_cmap_add_node(m, &node, &err), MG_OK);
+    }
+    assert_int_equal(mg_cmap_add_group(m, 0, (const uint64_t[]){1}, 1, &err), MG_OK);
+    assert_int_equal(mg_cmap_add_group(m, 1, (const uint64_t[]){1}, 1, &err), MG_OK);
+    assert_int_equal(mg_cmap_add_group(m, 2, (const uint64_t[]){2}, 1, &err), MG_OK);
+    for (unsigned s = 0; s < MG_SLOTS; s++)
+        m->slot_group[s] = s < MG_SLOTS / 2 ? 1 : 2;
+    m->epoch = 1;
+    if (mg_cmap_check(m, &err) != MG_OK)
+        fail_msg("map: %s", err.msg);
+    void *buf;
+    size_t len;
+    assert_int_equal(mg_cmap_encode(m, &buf, &len, &err), MG_OK);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    free(buf);
 }
 
 static double op_row(const json_t *stats, const char *op)
@@ -179,17 +236,18 @@ static void test_two_nodes(void **state)
     test_node n1, n2;
     node_up(&n1, 1, (const uint64_t[]){0, 1}, 2);
     node_up(&n2, 2, (const uint64_t[]){2}, 1);
-    mg_router_node nodes[] = {{.node_id = 1, .rpc_url = n1.rep, .survey_url = n1.resp},
-                              {.node_id = 2, .rpc_url = n2.rep, .survey_url = n2.resp}};
-    const uint64_t group_nodes[] = {1, 1, 2};
+    char cache[96];
+    snprintf(cache, sizeof cache, "%s/map.cache", n1.dir);
+    mg_cmap *map = malloc(sizeof *map);
+    assert_non_null(map);
+    write_map(&n1, &n2, cache, map);
+    const char *seeds[] = {n1.rep};
     mg_router_config rc;
     mg_router_config_default(&rc);
     rc.listen_port = 0;
-    rc.nodes = nodes;
-    rc.n_nodes = 2;
-    rc.n_data_groups = 2;
-    rc.group_nodes = group_nodes;
-    rc.n_group_nodes = 3;
+    rc.seeds = seeds;
+    rc.n_seeds = 1;
+    rc.map_cache = cache;
     rc.embed_dim = 32;
     rc.workers = 4;
     mg_router *r;
@@ -197,10 +255,12 @@ static void test_two_nodes(void **state)
     if (mg_router_start(&rc, &r, &err) != MG_OK)
         fail_msg("router: %s", err.msg);
     unsigned port = mg_router_port(r);
+    assert_int_equal(mg_router_epoch(r), 1);
 
     char a[32], b[32], body[256];
-    cube_in_group(1, a, sizeof a);
-    cube_in_group(2, b, sizeof b);
+    cube_in_group(map, 1, a, sizeof a);
+    cube_in_group(map, 2, b, sizeof b);
+    free(map);
     const char *cubes[] = {a, b};
     for (int i = 0; i < 2; i++) {
         snprintf(body, sizeof body,
@@ -213,6 +273,30 @@ static void test_two_nodes(void **state)
         assert_int_equal(ans.status, 200);
         free(ans.body);
     }
+
+    /* the read options of a search */
+    const char *modes[] = {"leader", "strong", "follower"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(body, sizeof body,
+                 "{\"user_id\":\"%s\",\"query\":\"cat\",\"relativity\":0,\"consistency\":\"%s\"}",
+                 b, modes[i]);
+        answer ans = http(port, "/product/search", body);
+        assert_int_equal(ans.status, 200);
+        json_t *doc = json_loads(ans.body, 0, NULL);
+        assert_non_null(doc);
+        const json_t *data = json_object_get(doc, "data");
+        const json_t *text = json_array_get(json_object_get(data, "text_mem"), 0);
+        assert_int_equal(json_array_size(json_object_get(text, "memories")), 1);
+        assert_int_equal(json_is_true(json_object_get(data, "follower_read")), i == 2);
+        json_decref(doc);
+        free(ans.body);
+    }
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"query\":\"cat\",\"consistency\":\"eventual\"}", b);
+    answer bad = http(port, "/product/search", body);
+    assert_int_equal(bad.status, 422);
+    assert_non_null(strstr(bad.body, "consistency"));
+    free(bad.body);
 
     /* both nodes in /metrics, each with its own series */
     prom_doc doc;

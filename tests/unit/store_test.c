@@ -481,6 +481,103 @@ static void test_mem_visit_and_search_vecs(void **state)
     tmpdir_free(dir);
 }
 
+/* The "sys" table: put, get, replace, limits, applied-index idempotence,
+ * export + install and the digest. */
+static int sys_put(mg_store *s, uint64_t index, const char *key, const void *val, size_t len,
+                   int flags)
+{
+    mg_store_op op = {.kind = MG_STORE_SYS_PUT, .flags = flags, .sys_key = key,
+                      .record = val, .record_len = len};
+    int res = -1;
+    assert_int_equal(mg_store_apply(s, index, &op, 1, &res, NULL, NULL, NULL), MG_OK);
+    return res;
+}
+
+static void assert_sys(mg_store *s, const char *key, const char *want)
+{
+    void *val = NULL;
+    size_t len = 0;
+    assert_int_equal(mg_store_sys_get(s, key, &val, &len, NULL), MG_OK);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(val, want, len);
+    free(val);
+}
+
+static void test_sys_records(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    mg_store *s = store_open(dir, NULL);
+    void *val = (void *)1;
+    size_t len = 7;
+    mg_error err = {0};
+    assert_int_equal(mg_store_sys_get(s, "cmap", &val, &len, &err), MG_ENOTFOUND);
+    assert_null(val);
+    assert_int_equal(len, 0);
+
+    uint64_t d0 = digest(s);
+    assert_int_equal(sys_put(s, 1, "cmap", "first", 5, 0), MG_OK);
+    assert_sys(s, "cmap", "first");
+    uint64_t d1 = digest(s);
+    assert_true(d1 != d0);
+    /* replace */
+    assert_int_equal(sys_put(s, 2, "cmap", "second", 6, 0), MG_OK);
+    assert_sys(s, "cmap", "second");
+    uint64_t d2 = digest(s);
+    assert_true(d2 != d1);
+    assert_int_equal(sys_put(s, 3, "cmap", "x", 1, MG_STORE_CREATE_ONLY), MG_EEXIST);
+    assert_int_equal(sys_put(s, 4, "other", "x", 1, MG_STORE_UPDATE_ONLY), MG_ENOTFOUND);
+    /* a replay at or below the applied index changes nothing */
+    assert_int_equal(sys_put(s, 2, "cmap", "replayed", 8, 0), MG_OK);
+    assert_sys(s, "cmap", "second");
+    assert_true(mg_store_applied(s) == 4);
+
+    /* limits: key ≤ 64 bytes, value ≤ 1 MiB; refused ops change nothing */
+    char key65[66];
+    memset(key65, 'k', 65);
+    key65[65] = '\0';
+    assert_int_equal(sys_put(s, 0, key65, "v", 1, 0), MG_EINVAL);
+    assert_int_equal(sys_put(s, 0, "", "v", 1, 0), MG_EINVAL);
+    assert_int_equal(sys_put(s, 0, NULL, "v", 1, 0), MG_EINVAL);
+    size_t big_len = ((size_t)1 << 20) + 1;
+    char *big = calloc(1, big_len);
+    assert_non_null(big);
+    assert_int_equal(sys_put(s, 0, "cmap", big, big_len, 0), MG_ETOOBIG);
+    assert_int_equal(sys_put(s, 0, "big", big, big_len - 1, 0), MG_OK); /* exactly 1 MiB */
+    free(big);
+    assert_sys(s, "cmap", "second");
+    assert_int_equal(mg_store_sys_get(s, key65, &val, &len, NULL), MG_EINVAL);
+    uint64_t d3 = digest(s);
+    assert_true(d3 != d2);
+
+    /* a key of exactly 64 bytes works */
+    key65[64] = '\0';
+    assert_int_equal(sys_put(s, 0, key65, "k64", 3, 0), MG_OK);
+    assert_sys(s, key65, "k64");
+    uint64_t d4 = digest(s);
+
+    /* carried by export + install into another store, and by reopening */
+    void *copy;
+    size_t copy_len;
+    assert_int_equal(mg_store_export_buf(s, &copy, &copy_len, NULL), MG_OK);
+    char *dir2 = tmpdir_new();
+    mg_store *s2 = store_open(dir2, NULL);
+    assert_int_equal(mg_store_sys_get(s2, "cmap", &val, &len, NULL), MG_ENOTFOUND);
+    assert_int_equal(mg_store_install_buf(s2, copy, copy_len, NULL), MG_OK);
+    free(copy);
+    assert_sys(s2, "cmap", "second");
+    assert_sys(s2, key65, "k64");
+    assert_true(digest(s2) == d4);
+    mg_store_close(s2);
+    tmpdir_free(dir2);
+    mg_store_close(s);
+    s = store_open(dir, NULL);
+    assert_sys(s, "cmap", "second");
+    assert_true(digest(s) == d4);
+    mg_store_close(s);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_reopen_and_idempotence),
         cmocka_unit_test(test_per_op_errors),
         cmocka_unit_test(test_mem_visit_and_search_vecs),
+        cmocka_unit_test(test_sys_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,178 @@
+/*
+ * The router's admin API (docs/API.md "Admin API (cluster)") and the
+ * orchestration of cluster changes (docs/ARCHITECTURE.md "Cluster: meta
+ * group, slot ownership, membership"): init, add/remove node, move replica,
+ * transfer leadership, rebalance slots.
+ *
+ *   admin.c       shared helpers (calls to nodes and group leaders, WRITEs
+ *                 and their outcomes, compare-and-set map edits, the status
+ *                 view) and the read-only handlers;
+ *   admin_ops.c   the mutating operations and their handlers;
+ *   admin_copy.c  moving a slot set from one data group to another (the six
+ *                 steps of a rebalance: copy, freeze, delta, flip, drop).
+ *
+ * Every operation is a sequence of idempotent steps whose state is the map
+ * itself, so an operation that failed half way can be rerun. One mutating
+ * operation runs at a time per process (admin_lock_try); a second one
+ * answers 409.
+ *
+ * Errors: functions return an mg_errcode with a message in *err naming the
+ * step and group. MG_EEXIST stands for "cannot be done in the cluster's
+ * current state" and MG_EBUSY for "the map changed concurrently": both
+ * answer 409 (admin_fail).
+ */
+#ifndef MG_ROUTER_ADMIN_H
+#define MG_ROUTER_ADMIN_H
+
+#include "../cluster/command.h"
+#include "../lib/cmap.h"
+#include "api.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Per-call timeouts. */
+#define ADMIN_NODE_MS 1000        /* STATUS / NODE_INFO / STATS of one node */
+#define ADMIN_STEP_MS 15000       /* a step that waits for a leader or a commit */
+#define ADMIN_CATCHUP_MS 120000   /* GROUP_MEMBER add: the new replica catching up */
+
+/* ---- handlers (route table in api_meta.c) -------------------------------- */
+
+void api_admin_map(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_status(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_nodes(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_groups(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_slots(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_init(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_add_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_remove_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_transfer_leader(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_move_replica(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+void api_admin_rebalance(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+
+/* ---- shared helpers (admin.c) -------------------------------------------- */
+
+/* A msgpack body under construction. */
+typedef struct admin_buf {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} admin_buf;
+
+void admin_buf_init(admin_buf *b);
+void admin_buf_free(admin_buf *b);
+
+/* The one-operation-at-a-time lock: false (and a 409 in resp when not NULL)
+ * when another operation runs. admin_lock_wait blocks instead. */
+bool admin_lock_try(mg_api_resp *resp);
+void admin_lock_wait(void);
+void admin_unlock(void);
+
+/* Answers an admin error: 409 for MG_EEXIST and MG_EBUSY, else the API's
+ * usual status for the code. */
+void admin_fail(mg_api_resp *resp, const mg_error *err);
+
+/* Monotonic milliseconds, for deadlines. */
+uint64_t admin_now_ms(void);
+void admin_sleep_ms(unsigned ms);
+
+/* The current map from the meta group (refresh, then a copy); the empty map
+ * (epoch 0) when none is known and the meta group cannot be asked (before
+ * init no node hosts it). MG_EUNAVAIL when a known meta group fails. */
+int admin_map_read(mg_router *r, mg_cmap *out, mg_error *err);
+
+/* An edit of a map copy: MG_OK with *changed telling whether it changed
+ * anything (false: already done, nothing to write), or an error that stops
+ * the edit. */
+typedef int (*admin_edit_fn)(mg_cmap *m, void *arg, bool *changed, mg_error *err);
+
+/* Read-modify-write of the map: reads the current map, applies edit, writes
+ * it with epoch + 1 (meta_set expect = old epoch) and installs it in the
+ * client. When the map changed meanwhile (MG_EBUSY) the edit is re-applied
+ * to the new map, up to 3 times; then MG_EBUSY "map changed concurrently,
+ * retry". *out (may be NULL) gets the resulting map. */
+int admin_map_edit(mg_router *r, admin_edit_fn edit, void *arg, mg_cmap *out, mg_error *err);
+
+/* Writes map `next` (epoch = expect + 1) to the meta group, whose replicas
+ * are given. MG_EBUSY when the stored epoch is not `expect`. */
+int admin_map_put(mg_router *r, const uint64_t *meta_nodes, uint32_t n, uint64_t expect,
+                  const mg_cmap *next, mg_error *err);
+
+/* One request to one node (no leader logic), at most timeout_ms. */
+int admin_node_call(mg_router *r, uint64_t node, int op, uint64_t group, const admin_buf *body,
+                    unsigned timeout_ms, mg_client_reply *out, mg_error *err);
+
+/* The replica of `group` among `nodes` that leads it (a BARRIER answered),
+ * polling until timeout_ms. MG_EUNAVAIL "group G has no leader" after it. */
+int admin_find_leader(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
+                      unsigned timeout_ms, uint64_t *leader, mg_error *err);
+
+/* A request to the leader of `group` (replicas `nodes`), found as above and
+ * found again when leadership moves, until timeout_ms. */
+int admin_leader_call(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group, int op,
+                      const admin_buf *body, unsigned timeout_ms, mg_client_reply *out,
+                      mg_error *err);
+
+/* A WRITE of pre-packed commands (`body` is the whole {"cmds": [...]}) to
+ * the group's leader; MG_OK when every outcome is MG_OK, MG_EEXIST /
+ * MG_ENOTFOUND outcomes counted as success when `tolerate` says so, else the
+ * first failing outcome with its message. counts[i] (may be NULL, n_cmds
+ * long) gets the outcomes' counts. */
+#define ADMIN_OK_EXIST 1u
+#define ADMIN_OK_NOTFOUND 2u
+int admin_write_body(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
+                     const admin_buf *body, size_t n_cmds, unsigned tolerate, uint64_t *counts,
+                     mg_error *err);
+
+/* One command as a WRITE (admin_write_body). */
+int admin_write_cmd(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
+                    const mg_cmd *cmd, unsigned tolerate, uint64_t *count, mg_error *err);
+
+/* slots_set / slots_drop on a data group. */
+int admin_slots_set(mg_router *r, const mg_cmap *m, uint64_t group, const uint64_t *nodes,
+                    uint32_t n, const mg_slotset *owned, mg_error *err);
+int admin_slots_drop(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
+                     const mg_slotset *drop, uint64_t *cubes, mg_error *err);
+
+/* GROUP_OPEN of group's replica on node (bootstrap voters = `voters` of the
+ * map, or a join when voters is NULL). */
+int admin_group_open(mg_router *r, const mg_cmap *m, uint64_t group, uint64_t node,
+                     const uint64_t *voters, uint32_t n_voters, mg_error *err);
+
+/* The cluster map as the admin API shows it. */
+json_t *admin_map_json(const mg_cmap *m);
+json_t *admin_node_json(const mg_cmap_node *n);
+
+/* What every node of a map says about itself (STATUS, one short call each). */
+typedef struct admin_view {
+    const mg_cmap *map;
+    bool up[MG_CMAP_NODES_MAX];       /* index as map->nodes */
+    json_t *status[MG_CMAP_NODES_MAX]; /* the STATUS body as JSON, or NULL */
+} admin_view;
+
+void admin_view_load(mg_router *r, const mg_cmap *m, admin_view *v);
+void admin_view_free(admin_view *v);
+/* The STATUS entry of `group` on the node at index i, or NULL. */
+const json_t *admin_view_entry(const admin_view *v, size_t i, uint64_t group);
+/* The node that leads `group` (a replica reporting "leader", the highest
+ * term wins), 0 when none; *entry its STATUS entry. */
+uint64_t admin_view_leader(const admin_view *v, uint64_t group, const json_t **entry);
+
+/* ---- operations (admin_ops.c, admin_copy.c) ------------------------------ */
+
+/* Moves group's replica from node `from` to node `to` (the ARCHITECTURE
+ * steps, each skipped when already done). */
+int admin_move_replica(mg_router *r, uint64_t group, uint64_t from, uint64_t to, mg_error *err);
+
+/* Totals of one slot move. */
+typedef struct admin_move_stats {
+    uint64_t cubes;
+    uint64_t memories;
+} admin_move_stats;
+
+/* Moves the slots S (all owned by data group src in the current map) to data
+ * group dst with writes running: the six steps of a rebalance. */
+int admin_move_slots(mg_router *r, uint64_t src, uint64_t dst, const mg_slotset *S,
+                     admin_move_stats *st, mg_error *err);
+
+#endif

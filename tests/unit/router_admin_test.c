@@ -1,0 +1,392 @@
+/*
+ * The admin API end to end, in one process: three nodes on tcp:// URLs
+ * hosting nothing, a router seeded with them, then over HTTP: init (and its
+ * refusals), status, a cube written before a rebalance to a new group (its
+ * memories readable after the slots moved), a move of the new group's
+ * replica to another node, and refused operations that change nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "lib/cmap.h"
+#include "node/node.h"
+#include "router/router.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define N_NODES 3
+#define RAFT_SPAN 8 /* groups 0..7 per node */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static bool port_free(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A base port with `span` free ports from it on. */
+static unsigned free_ports(unsigned span)
+{
+    for (unsigned tries = 0; tries < 1000; tries++) {
+        unsigned base = 20000 + (unsigned)(rand() % 30000);
+        bool ok = true;
+        for (unsigned k = 0; k < span && ok; k++)
+            ok = port_free(base + k);
+        if (ok)
+            return base;
+    }
+    fail_msg("no free ports");
+    return 0;
+}
+
+typedef struct test_node {
+    char dir[64];
+    char rep[64], resp[64];
+    mg_node *node;
+} test_node;
+
+/* Node i uses ports base .. base + 2 + RAFT_SPAN - 1 (rpc, survey, raft of
+ * groups 0..RAFT_SPAN-1); the caller picks base for all nodes at once so
+ * that their ranges do not overlap (raft ports are bound only later). */
+static void node_up(test_node *t, uint64_t id, unsigned base)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/mg-radmin-XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->rep, sizeof t->rep, "tcp://127.0.0.1:%u", base);
+    snprintf(t->resp, sizeof t->resp, "tcp://127.0.0.1:%u", base + 1);
+    mg_node_config cfg = {.data_dir = t->dir,
+                          .node_id = id,
+                          .rep_url = t->rep,
+                          .respondent_url = t->resp,
+                          .raft_host = "127.0.0.1",
+                          .raft_port = base + 2};
+    mg_error err = {0};
+    if (mg_node_start(&cfg, &t->node, &err) != MG_OK)
+        fail_msg("node %llu: %s", (unsigned long long)id, err.msg);
+}
+
+static void node_down(test_node *t)
+{
+    mg_node_stop(t->node);
+    t->node = NULL;
+    nftw(t->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+typedef struct answer {
+    long status;
+    json_t *doc;
+} answer;
+
+typedef struct text {
+    char *p;
+    size_t len;
+} text;
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    text *t = arg;
+    t->p = realloc(t->p, t->len + size * n + 1);
+    memcpy(t->p + t->len, p, size * n);
+    t->len += size * n;
+    t->p[t->len] = '\0';
+    return size * n;
+}
+
+static answer http(unsigned port, const char *path, const char *post)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    text t = {0};
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    if (post != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    answer a = {0};
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a.status);
+    curl_easy_cleanup(c);
+    json_error_t e;
+    a.doc = json_loadb(t.p ? t.p : "", t.len, 0, &e);
+    if (a.doc == NULL)
+        fail_msg("%s: not JSON: %s", path, t.p ? t.p : "(empty)");
+    free(t.p);
+    return a;
+}
+
+/* The answer's data after checking its status. */
+static json_t *expect(answer a, long status, const char *what)
+{
+    if (a.status != status)
+        fail_msg("%s: HTTP %ld, expected %ld: %s", what, a.status, status,
+                 json_string_value(json_object_get(a.doc, "message")));
+    json_t *data = json_incref(json_object_get(a.doc, "data"));
+    json_decref(a.doc);
+    return data;
+}
+
+static json_int_t jint(const json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
+static json_int_t map_epoch(unsigned port)
+{
+    json_t *m = expect(http(port, "/admin/map", NULL), 200, "map");
+    json_int_t e = jint(m, "epoch");
+    json_decref(m);
+    return e;
+}
+
+/* Memories of the user's cube, by get_all. */
+static size_t count_memories(unsigned port, const char *user)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"memory_type\":\"text_mem\"}", user);
+    json_t *d = expect(http(port, "/product/get_all", body), 200, "get_all");
+    size_t n = 0, i;
+    json_t *c;
+    json_array_foreach(d, i, c)
+    {
+        n += json_array_size(json_object_get(c, "memories"));
+    }
+    json_decref(d);
+    return n;
+}
+
+static json_t *find_group(json_t *groups, json_int_t id)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        if (jint(g, "id") == id)
+            return g;
+    }
+    return NULL;
+}
+
+static void wait_healthy(unsigned port)
+{
+    for (int i = 0; i < 100; i++) {
+        json_t *s = expect(http(port, "/admin/status", NULL), 200, "status");
+        bool ok = json_is_true(json_object_get(s, "healthy"));
+        json_decref(s);
+        if (ok)
+            return;
+        usleep(100 * 1000);
+    }
+    fail_msg("the cluster did not become healthy");
+}
+
+static void test_admin(void **state)
+{
+    (void)state;
+    srand((unsigned)getpid());
+    test_node nodes[N_NODES];
+    const char *seeds[N_NODES];
+    unsigned base = free_ports(N_NODES * (2 + RAFT_SPAN));
+    for (int i = 0; i < N_NODES; i++) {
+        node_up(&nodes[i], (uint64_t)i + 1, base + (unsigned)i * (2 + RAFT_SPAN));
+        seeds[i] = nodes[i].rep;
+    }
+    mg_router_config rc;
+    mg_router_config_default(&rc);
+    rc.listen_port = 0;
+    rc.seeds = seeds;
+    rc.n_seeds = N_NODES;
+    rc.embed_dim = 32;
+    rc.workers = 4;
+    mg_router *r;
+    mg_error err = {0};
+    if (mg_router_start(&rc, &r, &err) != MG_OK)
+        fail_msg("router: %s", err.msg);
+    unsigned port = mg_router_port(r);
+
+    /* Before init: epoch 0, nothing. */
+    json_t *m = expect(http(port, "/admin/map", NULL), 200, "map before init");
+    assert_int_equal(jint(m, "epoch"), 0);
+    assert_int_equal(json_array_size(json_object_get(m, "groups")), 0);
+    json_decref(m);
+
+    /* More replicas than nodes: 409, still not initialized. */
+    json_decref(expect(http(port, "/admin/init", "{\"groups\":2,\"replicas\":4}"), 409,
+                       "init R > nodes"));
+    assert_int_equal(map_epoch(port), 0);
+    json_decref(expect(http(port, "/admin/init", "{\"groups\":0,\"replicas\":1}"), 400,
+                       "init 0 groups"));
+
+    /* init over the seeds: meta + 2 data groups, 3 replicas each. */
+    m = expect(http(port, "/admin/init", "{\"groups\":2,\"replicas\":3}"), 200, "init");
+    assert_int_equal(jint(m, "epoch"), 1);
+    assert_int_equal(json_array_size(json_object_get(m, "nodes")), N_NODES);
+    json_t *groups = json_object_get(m, "groups");
+    assert_int_equal(json_array_size(groups), 3);
+    assert_int_equal(json_array_size(json_object_get(find_group(groups, 1), "replicas")), 3);
+    assert_int_equal(jint(find_group(groups, 1), "slots") + jint(find_group(groups, 2), "slots"),
+                     MG_SLOTS);
+    json_decref(m);
+
+    /* Once only. */
+    json_decref(expect(http(port, "/admin/init", "{\"groups\":2,\"replicas\":3}"), 409,
+                       "init twice"));
+    bool created = true;
+    assert_int_equal(mg_router_init_cluster(r, 2, 3, &created, &err), MG_OK);
+    assert_false(created);
+    assert_int_equal(map_epoch(port), 1);
+    wait_healthy(port);
+
+    /* Status: every node up, every group led. */
+    json_t *s = expect(http(port, "/admin/status", NULL), 200, "status");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(s, "nodes"), i, e)
+    {
+        assert_true(json_is_true(json_object_get(e, "up")));
+        assert_int_equal(jint(e, "replicas"), 3);
+    }
+    json_array_foreach(json_object_get(s, "groups"), i, e)
+    {
+        assert_true(jint(e, "leader") >= 1 && jint(e, "leader") <= N_NODES);
+        assert_int_equal(json_array_size(json_object_get(e, "replicas")), 3);
+    }
+    json_decref(s);
+
+    /* Data written before the rebalance. */
+    const char *users[] = {"alice", "bob", "carol", "dave", "erin", "frank"};
+    const size_t n_users = sizeof users / sizeof users[0];
+    char body[512];
+    for (size_t u = 0; u < n_users; u++)
+        for (int k = 0; k < 3; k++) {
+            snprintf(body, sizeof body,
+                     "{\"user_id\":\"%s\",\"memory_content\":\"%s remembers fact number %d\"}",
+                     users[u], users[u], k);
+            json_decref(expect(http(port, "/product/add", body), 200, "add"));
+        }
+    size_t before[8];
+    for (size_t u = 0; u < n_users; u++) {
+        before[u] = count_memories(port, users[u]);
+        assert_true(before[u] >= 1);
+    }
+
+    /* Refused operations change nothing. */
+    json_int_t epoch = map_epoch(port);
+    json_decref(expect(http(port, "/admin/move-replica", "{\"group\":1,\"from\":1,\"to\":2}"),
+                       409, "move to a node hosting the group"));
+    json_decref(expect(http(port, "/admin/move-replica", "{\"group\":9,\"from\":1,\"to\":2}"),
+                       404, "move of an unknown group"));
+    json_decref(expect(http(port, "/admin/rebalance", "{\"to_group\":1,\"new_group\":true}"),
+                       400, "rebalance with two targets"));
+    json_decref(expect(http(port, "/admin/nodes/remove", "{\"id\":1}"), 409,
+                       "remove a node when the others host every group"));
+    assert_int_equal(map_epoch(port), epoch);
+
+    /* Rebalance to a new group of one replica: slots move, data follows. */
+    json_t *rb = expect(http(port, "/admin/rebalance", "{\"new_group\":true,\"replicas\":1}"), 200,
+                        "rebalance new group");
+    assert_int_equal(jint(rb, "new_group"), 3);
+    assert_true(jint(rb, "epoch") > epoch);
+    json_int_t moved_slots = 0, moved_cubes = 0;
+    json_array_foreach(json_object_get(rb, "moved"), i, e)
+    {
+        assert_int_equal(jint(e, "to"), 3);
+        moved_slots += jint(e, "slots");
+        moved_cubes += jint(e, "cubes");
+    }
+    json_decref(rb);
+    assert_true(moved_slots >= MG_SLOTS / 3 - 1 && moved_slots <= MG_SLOTS / 3 + 1);
+    json_t *sl = expect(http(port, "/admin/slots", NULL), 200, "slots");
+    json_array_foreach(json_object_get(sl, "groups"), i, e)
+    {
+        assert_true(jint(e, "slots") >= MG_SLOTS / 3 && jint(e, "slots") <= MG_SLOTS / 3 + 1);
+    }
+    json_decref(sl);
+    json_int_t in_new = 0;
+    for (size_t u = 0; u < n_users; u++) {
+        char path[128];
+        snprintf(path, sizeof path, "/admin/slots/%s", users[u]);
+        sl = expect(http(port, path, NULL), 200, "slots of a cube");
+        json_t *c = json_object_get(sl, "cube");
+        assert_string_equal(json_string_value(json_object_get(c, "id")), users[u]);
+        in_new += jint(c, "group") == 3;
+        json_decref(sl);
+        assert_int_equal(count_memories(port, users[u]), before[u]);
+    }
+    assert_int_equal(in_new, moved_cubes);
+
+    /* Writes to a moved cube go to the new group. */
+    for (size_t u = 0; u < n_users; u++) {
+        snprintf(body, sizeof body,
+                 "{\"user_id\":\"%s\",\"memory_content\":\"%s learned a new thing\"}", users[u],
+                 users[u]);
+        json_decref(expect(http(port, "/product/add", body), 200, "add after rebalance"));
+        assert_true(count_memories(port, users[u]) > before[u]);
+        before[u] = count_memories(port, users[u]);
+    }
+
+    /* Move group 3's replica to another node. */
+    m = expect(http(port, "/admin/map", NULL), 200, "map");
+    json_t *g3 = find_group(json_object_get(m, "groups"), 3);
+    assert_non_null(g3);
+    assert_int_equal(json_array_size(json_object_get(g3, "replicas")), 1);
+    json_int_t from = json_integer_value(json_array_get(json_object_get(g3, "replicas"), 0));
+    json_int_t to = from % N_NODES + 1;
+    json_decref(m);
+    snprintf(body, sizeof body, "{\"group\":3,\"from\":%lld,\"to\":%lld}", (long long)from,
+             (long long)to);
+    json_t *mv = expect(http(port, "/admin/move-replica", body), 200, "move-replica");
+    assert_int_equal(json_array_size(json_object_get(mv, "replicas")), 1);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(mv, "replicas"), 0)), to);
+    json_decref(mv);
+    wait_healthy(port);
+    for (size_t u = 0; u < n_users; u++)
+        assert_int_equal(count_memories(port, users[u]), before[u]);
+
+    /* Transfer leadership of group 1 to node 2. */
+    json_t *tl = expect(http(port, "/admin/transfer-leader", "{\"group\":1,\"to\":2}"), 200,
+                        "transfer-leader");
+    assert_int_equal(jint(tl, "leader"), 2);
+    json_decref(tl);
+    json_t *gs = expect(http(port, "/admin/groups", NULL), 200, "groups");
+    assert_int_equal(jint(find_group(gs, 1), "leader"), 2);
+    json_decref(gs);
+
+    mg_router_stop(r);
+    for (int k = 0; k < N_NODES; k++)
+        node_down(&nodes[k]);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_admin)};
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
