@@ -1,62 +1,97 @@
 #!/usr/bin/env bash
-# A local memgrid cluster on loopback (docs/OPERATIONS.md): 3 nodes, each
-# hosting one replica of the meta group 0 (reserved) and of the data groups
-# 1-3, and 2 routers.
+# A local memgrid cluster on loopback (docs/OPERATIONS.md): 3 nodes and 2
+# routers; on first start `memgrid ctl init --groups 3 --replicas 3` places the
+# meta group 0 and the data groups 1-3 with one replica on every node.
 #
-#   deploy/local-cluster.sh start|stop|status
+#   deploy/local-cluster.sh start|stop|status|add-node
 #
 # Environment:
-#   MEMGRID_CLUSTER_DIR  data, config, logs and pid files (default ./memgrid-cluster)
-#   MEMGRID_BASE_PORT    first port (default 7100); the port plan, with B = base:
-#                          router R (1, 2)  HTTP on B + R - 1
-#                          node N (1..3)    rpc B + 10N, survey B + 10N + 1,
-#                                           raft of group G on B + 10N + 2 + G
-#                        so the default uses 7100-7101 and 7110-7135.
-#   MEMGRID_BIN          the memgrid binary (default ./build/memgrid)
-#   MEMGRID_START_TIMEOUT seconds `start` waits for the cluster (default 30)
+#   MEMGRID_CLUSTER_DIR   config, data, logs and pid files (default ./memgrid-cluster)
+#   MEMGRID_BASE_PORT     first port (default 7100); the port plan, with B = base:
+#                           router R (1, 2)  HTTP on B + R - 1
+#                           node N (1..9)    rpc B + 20N, survey B + 20N + 1,
+#                                            raft of group G (0..15) on B + 20N + 2 + G
+#                         so the default 3 nodes use 7100-7101 and 7120-7177.
+#   MEMGRID_BIN           the memgrid binary (default ./build/memgrid)
+#   MEMGRID_START_TIMEOUT seconds `start` and `add-node` wait (default 60)
+#   MEMGRID_ELECTION_MS   raft election timeout of the nodes (default 400)
 #
-# `start` writes $MEMGRID_CLUSTER_DIR/cluster.json (kept when it exists),
-# starts what is not running, waits until every router answers /health and
-# a write and a search go through, then prints `router http://127.0.0.1:PORT`
+# `start` writes $MEMGRID_CLUSTER_DIR/node-N.conf and router-R.conf (kept when
+# they exist; the processes read them with --config), starts what is not
+# running, runs `memgrid ctl init` unless the cluster map already has an epoch
+# (a restart), waits until `memgrid ctl status` says healthy and a write and a
+# search go through every router, then prints `router http://127.0.0.1:PORT`
 # per router. `stop` signals the processes named in the pid files only
-# (SIGTERM, SIGKILL after 10 s). `status` prints each process's state.
+# (SIGTERM, SIGKILL after 10 s). `status` prints each process's state and
+# `memgrid ctl status`; it exits 0 only when every process runs and the
+# cluster is healthy. `add-node` starts the next node (4, 5, ...) with the same
+# port plan and adds it to the map (`memgrid ctl add-node`); it hosts nothing
+# until move-replica or rebalance places replicas on it.
 set -euo pipefail
 
 DIR=${MEMGRID_CLUSTER_DIR:-./memgrid-cluster}
 BASE=${MEMGRID_BASE_PORT:-7100}
 BIN=${MEMGRID_BIN:-./build/memgrid}
-START_TIMEOUT=${MEMGRID_START_TIMEOUT:-30}
-NODES=(1 2 3)
+START_TIMEOUT=${MEMGRID_START_TIMEOUT:-60}
+ELECTION_MS=${MEMGRID_ELECTION_MS:-400}
 ROUTERS=(1 2)
+GROUPS_INIT=3
+REPLICAS_INIT=3
+MAX_NODES=9
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 
-[[ $BASE =~ ^[0-9]+$ ]] && (( BASE >= 1024 && BASE + 40 <= 65535 )) ||
-    die "MEMGRID_BASE_PORT=$BASE must be a port in 1024..65495"
+[[ $BASE =~ ^[0-9]+$ ]] && (( BASE >= 1024 && BASE + 20 * MAX_NODES + 20 <= 65535 )) ||
+    die "MEMGRID_BASE_PORT=$BASE must be a port in 1024..$((65535 - 20 * MAX_NODES - 20))"
+[[ $START_TIMEOUT =~ ^[0-9]+$ ]] || die "MEMGRID_START_TIMEOUT=$START_TIMEOUT is not a number"
+[[ $ELECTION_MS =~ ^[0-9]+$ ]] || die "MEMGRID_ELECTION_MS=$ELECTION_MS is not a number"
 
 router_port() { echo $((BASE + $1 - 1)); }
-node_port() { echo $((BASE + 10 * $1 + $2)); }   # $2: 0 rpc, 1 survey, 2 raft base
+router_url() { echo "http://127.0.0.1:$(router_port "$1")"; }
+node_port() { echo $((BASE + 20 * $1 + $2)); }   # $2: 0 rpc, 1 survey, 2 raft base
+node_rpc() { echo "tcp://127.0.0.1:$(node_port "$1" 0)"; }
 
-write_config() {
-    local f="$DIR/cluster.json" n sep=""
+# The nodes of this cluster: 1..3 plus any added with add-node (a node-N.conf).
+nodes() {
+    local n f
+    local -A seen=([1]=1 [2]=1 [3]=1)
+    for f in "$DIR"/node-*.conf; do
+        [[ -e $f ]] || continue
+        n=${f##*/node-}
+        n=${n%.conf}
+        [[ $n =~ ^[0-9]+$ ]] && seen[$n]=1
+    done
+    printf '%s\n' "${!seen[@]}" | sort -n
+}
+
+ctl() { "$BIN" ctl --router "$(router_url 1)" "$@"; }
+
+write_node_config() {   # node id
+    local n=$1 f="$DIR/node-$1.conf"
     [[ -f $f ]] && return 0
-    {
-        echo '{'
-        echo '  "nodes": ['
-        for n in "${NODES[@]}"; do
-            printf '%s    {"id": %d, "rpc": "tcp://127.0.0.1:%d", "survey": "tcp://127.0.0.1:%d", "raft_host": "127.0.0.1", "raft_port": %d}' \
-                "$sep" "$n" "$(node_port "$n" 0)" "$(node_port "$n" 1)" "$(node_port "$n" 2)"
-            sep=$',\n'
-        done
-        printf '\n  ],\n'
-        echo '  "groups": ['
-        echo '    {"id": 0, "replicas": [1, 2, 3]},'
-        echo '    {"id": 1, "replicas": [1, 2, 3]},'
-        echo '    {"id": 2, "replicas": [1, 2, 3]},'
-        echo '    {"id": 3, "replicas": [1, 2, 3]}'
-        echo '  ]'
-        echo '}'
-    } >"$f.tmp"
+    cat >"$f.tmp" <<EOF
+# memgrid node $n of the local cluster (deploy/local-cluster.sh); read with --config.
+id = $n
+data = "$DIR/node-$n"
+rpc = tcp://127.0.0.1:$(node_port "$n" 0)
+survey = tcp://127.0.0.1:$(node_port "$n" 1)
+raft-host = 127.0.0.1
+raft-port = $(node_port "$n" 2)
+election-ms = $ELECTION_MS
+EOF
+    mv "$f.tmp" "$f"
+}
+
+write_router_config() {   # router number
+    local r=$1 f="$DIR/router-$1.conf" seeds
+    [[ -f $f ]] && return 0
+    seeds="$(node_rpc 1),$(node_rpc 2),$(node_rpc 3)"
+    cat >"$f.tmp" <<EOF
+# memgrid router $r of the local cluster (deploy/local-cluster.sh); read with --config.
+seeds = $seeds
+listen = 127.0.0.1:$(router_port "$r")
+map-cache = "$DIR/router-$r.map"
+EOF
     mv "$f.tmp" "$f"
 }
 
@@ -82,16 +117,38 @@ launch() {   # name, then the memgrid arguments
 }
 
 logs_hint() {
-    local name
+    local name n
     echo "local-cluster: logs:" >&2
-    for name in "${NODES[@]/#/node-}" "${ROUTERS[@]/#/router-}"; do
+    for name in $(nodes | sed 's/^/node-/') "${ROUTERS[@]/#/router-}"; do
         echo "  $DIR/$name.log" >&2
         tail -n 5 "$DIR/$name.log" 2>/dev/null | sed 's/^/    /' >&2 || true
     done
 }
 
+check_alive() {
+    local n r
+    for n in $(nodes); do
+        [[ -n $(live_pid "node-$n") ]] || { logs_hint; die "node $n exited"; }
+    done
+    for r in "${ROUTERS[@]}"; do
+        [[ -n $(live_pid "router-$r") ]] || { logs_hint; die "router $r exited"; }
+    done
+}
+
+# The epoch of the cluster map router 1 answers with (0 before init); fails
+# when the router cannot tell (not up yet, meta group without leader).
+map_epoch() {
+    local out
+    out=$(curl -sf -m 20 "$(router_url 1)/admin/map") || return 1
+    out=${out//[[:space:]]/}
+    [[ $out =~ \"code\":200 ]] || return 1
+    [[ $out =~ \"epoch\":([0-9]+) ]] || return 1
+    echo "${BASH_REMATCH[1]}"
+}
+
 round_trip() {   # a write and a search through router $1
-    local url="http://127.0.0.1:$(router_port "$1")" out
+    local url out
+    url=$(router_url "$1")
     out=$(curl -sf -m 10 -X POST "$url/product/add" -H 'Content-Type: application/json' \
         -d '{"user_id": "local-cluster-check", "messages": [{"role": "user", "content": "the local cluster answers"}]}') || return 1
     grep -q '"code":200' <<<"${out// /}" || return 1
@@ -100,40 +157,54 @@ round_trip() {   # a write and a search through router $1
     grep -q 'the local cluster answers' <<<"$out"
 }
 
+wait_until() {   # what (for the message), then a command to retry
+    local what=$1 deadline=$((SECONDS + START_TIMEOUT))
+    shift
+    until "$@" >"$DIR/check.out" 2>&1; do
+        check_alive
+        if (( SECONDS >= deadline )); then
+            logs_hint
+            echo "local-cluster: the last check ($*) said:" >&2
+            sed 's/^/    /' "$DIR/check.out" >&2
+            die "$what within ${START_TIMEOUT}s"
+        fi
+        sleep 0.5
+    done
+}
+
+cluster_ready() {
+    local r
+    ctl status >/dev/null 2>&1 || return 1
+    for r in "${ROUTERS[@]}"; do round_trip "$r" || return 1; done
+}
+
 cmd_start() {
     [[ -x $BIN ]] || die "$BIN is not an executable (build first: make build, or set MEMGRID_BIN)"
     command -v curl >/dev/null || die "curl is needed to check that the cluster answers"
     mkdir -p "$DIR"
-    write_config
-    local n r
-    for n in "${NODES[@]}"; do
-        launch "node-$n" node --config "$DIR/cluster.json" --id "$n" --data "$DIR/node-$n"
+    DIR=$(cd "$DIR" && pwd)
+    local n r epoch
+    for n in $(nodes); do
+        write_node_config "$n"
+        launch "node-$n" node --config "$DIR/node-$n.conf"
     done
     for r in "${ROUTERS[@]}"; do
-        launch "router-$r" router --config "$DIR/cluster.json" --listen "127.0.0.1:$(router_port "$r")"
+        write_router_config "$r"
+        launch "router-$r" router --config "$DIR/router-$r.conf"
     done
-    local deadline=$((SECONDS + START_TIMEOUT)) ok
-    while :; do
-        ok=1
-        for n in "${NODES[@]}"; do
-            [[ -n $(live_pid "node-$n") ]] || { logs_hint; die "node $n exited"; }
-        done
-        for r in "${ROUTERS[@]}"; do
-            [[ -n $(live_pid "router-$r") ]] || { logs_hint; die "router $r exited"; }
-            curl -sf -m 2 "http://127.0.0.1:$(router_port "$r")/health" >/dev/null || ok=0
-        done
-        if (( ok )); then
-            for r in "${ROUTERS[@]}"; do round_trip "$r" || ok=0; done
-        fi
-        (( ok )) && break
-        if (( SECONDS >= deadline )); then
+    wait_until "router 1 did not answer GET /admin/map" map_epoch
+    epoch=$(map_epoch) || die "router 1 stopped answering GET /admin/map"
+    if (( epoch == 0 )); then
+        echo "local-cluster: initializing: $GROUPS_INIT data groups x $REPLICAS_INIT replicas" >&2
+        if ! ctl init --groups "$GROUPS_INIT" --replicas "$REPLICAS_INIT" >"$DIR/init.out" 2>&1; then
+            cat "$DIR/init.out" >&2
             logs_hint
-            die "the cluster did not answer within ${START_TIMEOUT}s"
+            die "memgrid ctl init failed"
         fi
-        sleep 0.5
-    done
+    fi
+    wait_until "the cluster did not become healthy and answer" cluster_ready
     for r in "${ROUTERS[@]}"; do
-        echo "router http://127.0.0.1:$(router_port "$r")"
+        echo "router $(router_url "$r")"
     done
 }
 
@@ -160,12 +231,12 @@ stop_one() {
 cmd_stop() {
     local r n
     for r in "${ROUTERS[@]}"; do stop_one "router-$r"; done
-    for n in "${NODES[@]}"; do stop_one "node-$n"; done
+    for n in $(nodes); do stop_one "node-$n"; done
 }
 
 cmd_status() {
-    local name pid state running=0 total=0
-    for name in "${NODES[@]/#/node-}" "${ROUTERS[@]/#/router-}"; do
+    local name pid state running=0 total=0 rc=0
+    for name in $(nodes | sed 's/^/node-/') "${ROUTERS[@]/#/router-}"; do
         total=$((total + 1))
         pid=$(live_pid "$name")
         if [[ -n $pid ]]; then
@@ -177,19 +248,45 @@ cmd_status() {
             state="stopped"
         fi
         case $name in
-        router-*) state="$state http://127.0.0.1:$(router_port "${name#router-}")" ;;
+        router-*) state="$state $(router_url "${name#router-}")" ;;
+        node-*) state="$state $(node_rpc "${name#node-}")" ;;
         esac
         printf '%-9s %s\n' "$name" "$state"
     done
-    (( running == total ))
+    echo
+    if [[ -n $(live_pid router-1) ]]; then
+        ctl status || rc=$?
+    elif [[ -n $(live_pid router-2) ]]; then
+        "$BIN" ctl --router "$(router_url 2)" status || rc=$?
+    else
+        echo "no router runs: no cluster status"
+        rc=1
+    fi
+    (( running == total && rc == 0 ))
+}
+
+cmd_add_node() {
+    [[ -x $BIN ]] || die "$BIN is not an executable (build first: make build, or set MEMGRID_BIN)"
+    [[ -d $DIR ]] || die "$DIR does not exist: start the cluster first"
+    DIR=$(cd "$DIR" && pwd)
+    local n
+    n=$(nodes | tail -n 1)
+    n=$((n + 1))
+    (( n <= MAX_NODES )) || die "the port plan has room for $MAX_NODES nodes"
+    write_node_config "$n"
+    launch "node-$n" node --config "$DIR/node-$n.conf"
+    # the node listens once it is up; add-node asks it who it is (NODE_INFO)
+    wait_until "memgrid ctl add-node did not succeed" ctl add-node --rpc "$(node_rpc "$n")"
+    echo "node $n $(node_rpc "$n") added (it hosts nothing yet: move-replica or rebalance)"
 }
 
 case ${1:-} in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
+add-node) cmd_add_node ;;
 *)
-    echo "usage: $0 start|stop|status (see the comment at the top, or docs/OPERATIONS.md)" >&2
+    echo "usage: $0 start|stop|status|add-node (see the comment at the top, or docs/OPERATIONS.md)" >&2
     exit 2
     ;;
 esac
