@@ -140,9 +140,8 @@ ctl() { "$BIN" ctl --router "$R1" "$@"; }
 # four cubes group 1 owns, for the writers
 CUBES=()
 for ((i = 0; i < 400 && ${#CUBES[@]} < 4; i++)); do
-    # GET /admin/slots?cube=ID (docs/API.md); /admin/slots/ID is the same answer
-    g=$(curl -sf -m 10 "$R1/admin/slots?cube=failover-$i" | jq -r '.data.cube.group // empty')
-    [[ -n $g ]] || g=$(curl -sf -m 10 "$R1/admin/slots/failover-$i" | jq -r '.data.cube.group // empty')
+    # GET /admin/slots/ID (docs/API.md)
+    g=$(curl -sf -m 10 "$R1/admin/slots/failover-$i" | jq -r '.data.cube.group // empty')
     [[ $g == 1 ]] && CUBES+=("failover-$i")
 done
 (( ${#CUBES[@]} == 4 )) || { log "found no 4 cubes of group 1"; exit 1; }
