@@ -6,11 +6,13 @@
  *
  * One table describes every command: its options (parsed and checked here,
  * so a malformed argument exits 2 before anything is sent), its help text,
- * whether it is a long operation (default timeout 600 s instead of 10 s) and
- * the function that asks the router and prints the answer.
+ * its default timeout (10 s for reads, 600 s for long operations) and the
+ * function that asks the router and prints the answer (the tables are in
+ * cmd/ctl_print.c).
  */
 #include "memgrid.h"
 #include "common.h"
+#include "ctl_internal.h"
 
 #include "../lib/cmap.h"
 
@@ -25,15 +27,10 @@
 
 #define CTL_DEFAULT_ROUTER "http://127.0.0.1:8000"
 #define CTL_READ_TIMEOUT_S 10
+#define CTL_BALANCE_TIMEOUT_S 60
 #define CTL_LONG_TIMEOUT_S 600
 #define CTL_MAX_ANSWER (64u << 20)
 #define CTL_OPTS_MAX 4
-
-typedef struct ctl_opts {
-    const char *router;
-    long timeout_s; /* 0: the command's default */
-    bool json;
-} ctl_opts;
 
 enum ctl_kind { CTL_UINT, CTL_TEXT, CTL_FLAG };
 
@@ -58,7 +55,7 @@ struct ctl_command {
     const char *synopsis; /* the arguments after the name */
     const char *summary;  /* one line for `memgrid ctl --help` */
     const char *help;     /* the rest of `memgrid ctl <name> --help` */
-    bool long_op;
+    long timeout_s;       /* the default --timeout */
     ctl_optspec opts[CTL_OPTS_MAX + 1];
     int (*run)(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
 };
@@ -74,6 +71,7 @@ static int ctl_remove_node(const ctl_opts *o, const ctl_command *c, const ctl_va
 static int ctl_transfer_leader(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
 static int ctl_move_replica(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
 static int ctl_rebalance(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
+static int ctl_balance_leaders(const ctl_opts *o, const ctl_command *c, const ctl_vals *v);
 
 #define GROUP_MAX (MG_CMAP_GROUPS_MAX - 1)
 
@@ -86,7 +84,7 @@ static const ctl_command commands[] = {
      "leader). Exits 0 when the cluster is healthy (every node up, every group has a leader,\n"
      "no replica more than 1000 entries behind) and 1 otherwise, so scripts can wait on it:\n"
      "  until memgrid ctl status >/dev/null; do sleep 1; done\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{NULL}},
      ctl_status},
     {"nodes",
@@ -94,7 +92,7 @@ static const ctl_command commands[] = {
      "the data nodes of the cluster map",
      "GET /admin/nodes: id, rpc and survey URLs, raft address, state (up or removing),\n"
      "whether it answers, and the groups it hosts replicas of.\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{NULL}},
      ctl_nodes},
     {"groups",
@@ -102,7 +100,7 @@ static const ctl_command commands[] = {
      "the shard groups: replicas, leader, slots, memories",
      "GET /admin/groups: id, replica nodes, leader, term, applied index, slots owned (count\n"
      "and ranges), memories and cubes. Group 0 is the meta group (it owns no slot).\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{NULL}},
      ctl_groups},
     {"slots",
@@ -110,7 +108,7 @@ static const ctl_command commands[] = {
      "the slot map; with --cube, where a cube lives",
      "GET /admin/slots: the map's epoch, its slot ranges (first, last, group) and the slots\n"
      "per group. With --cube ID also the cube's slot and the group that owns it.\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{"--cube", CTL_TEXT, false, 0, 0,
        "  --cube ID          a cube id (any text; sent URL-encoded)"},
       {NULL}},
@@ -125,7 +123,7 @@ static const ctl_command commands[] = {
      "apply of one Raft entry; scan: a search's scan). Times in milliseconds from log-linear\n"
      "histograms (under 0.4 % error; max exact), counted since each process started. Only\n"
      "rows with requests are shown.\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{NULL}},
      ctl_stats},
     {"init",
@@ -135,7 +133,7 @@ static const ctl_command commands[] = {
      "R replicas each (never two on one node), splits the 4096 slots evenly over the data\n"
      "groups, opens the replicas and stores the map. Refused (exit 1) when the cluster is\n"
      "already initialized or R is more than the nodes. Prints the new map.\n",
-     true,
+     CTL_LONG_TIMEOUT_S,
      {{"--groups", CTL_UINT, true, 1, GROUP_MAX, "  --groups G         data groups, 1..255"},
       {"--replicas", CTL_UINT, true, 1, MG_CMAP_REPLICAS_MAX,
        "  --replicas R       replicas per group, 1..7"},
@@ -149,7 +147,7 @@ static const ctl_command commands[] = {
      "POST /admin/nodes: asks the node at URL who it is (its id, survey URL and raft address)\n"
      "and adds it to the map. It hosts nothing until move-replica or rebalance places\n"
      "replicas on it.\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{"--rpc", CTL_TEXT, true, 0, 0, "  --rpc URL          the node's rpc URL (tcp://host:port)"},
       {NULL}},
      ctl_add_node},
@@ -159,7 +157,7 @@ static const ctl_command commands[] = {
      "POST /admin/nodes/remove: marks the node removing, moves each replica it hosts to the\n"
      "least-loaded node not hosting that group, then drops it from the map. Answers when\n"
      "done (refused when some replica has nowhere to go). Prints the moves.\n",
-     true,
+     CTL_LONG_TIMEOUT_S,
      {{"--id", CTL_UINT, true, 1, UINT_MAX, "  --id N             the node's id"}, {NULL}},
      ctl_remove_node},
     {"transfer-leader",
@@ -167,7 +165,7 @@ static const ctl_command commands[] = {
      "make another replica the leader of a group",
      "POST /admin/transfer-leader: asks the group's leader to hand leadership to node N (any\n"
      "other voter when --to is absent). Prints the new leader.\n",
-     false,
+     CTL_READ_TIMEOUT_S,
      {{"--group", CTL_UINT, true, 0, GROUP_MAX, "  --group G          the group (0 = meta)"},
       {"--to", CTL_UINT, false, 1, UINT_MAX, "  --to N             the node to lead it"},
       {NULL}},
@@ -178,7 +176,7 @@ static const ctl_command commands[] = {
      "POST /admin/move-replica: opens a replica of G on node M, adds it to the group (it\n"
      "catches up by log or snapshot before it votes), then removes the replica on node N\n"
      "(moving leadership away first). Answers when done; prints the group's replicas.\n",
-     true,
+     CTL_LONG_TIMEOUT_S,
      {{"--group", CTL_UINT, true, 0, GROUP_MAX, "  --group G          the group (0 = meta)"},
       {"--from", CTL_UINT, true, 1, UINT_MAX,
        "  --from N           the node giving up its replica"},
@@ -193,7 +191,7 @@ static const ctl_command commands[] = {
      "spreads the slots evenly over all data groups; --to-group G gives G an even share (or\n"
      "--slots); --new-group creates a group (R replicas, default the others') and gives it a\n"
      "share. Answers when done; prints what moved.\n",
-     true,
+     CTL_LONG_TIMEOUT_S,
      {{"--to-group", CTL_UINT, false, 1, GROUP_MAX, "  --to-group G       an existing data group"},
       {"--new-group", CTL_FLAG, false, 0, 0, "  --new-group        a new data group"},
       {"--replicas", CTL_UINT, false, 1, MG_CMAP_REPLICAS_MAX,
@@ -202,6 +200,17 @@ static const ctl_command commands[] = {
        "  --slots SPEC       the slots to move, e.g. 0-511,900 (ranges inclusive, 0..4095)"},
       {NULL}},
      ctl_rebalance},
+    {"balance-leaders",
+     "",
+     "make each group led by its first replica, spreading leaders over the nodes",
+     "POST /admin/balance-leaders: for each group with more than one replica whose leader\n"
+     "is not its first replica (the first node in its replica list, as init placed them:\n"
+     "spread over the nodes) and whose first replica's node answers, asks the leader to hand\n"
+     "leadership to it. Init does this by itself; run it after a failover or a restart left\n"
+     "one node leading most groups. Prints the transfers made.\n",
+     CTL_BALANCE_TIMEOUT_S,
+     {{NULL}},
+     ctl_balance_leaders},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -218,13 +227,14 @@ static void ctl_usage(FILE *out)
     fprintf(out,
             "\noptions (anywhere on the line):\n"
             "  --router URL  the router's base URL (MEMGRID_ROUTER; default %s)\n"
-            "  --timeout S   seconds to wait for the answer, 1..3600 (default %d; %d for init,\n"
-            "                remove-node, move-replica and rebalance)\n"
+            "  --timeout S   seconds to wait for the answer, 1..3600 (default %d; %d for\n"
+            "                balance-leaders; %d for init, remove-node, move-replica and\n"
+            "                rebalance)\n"
             "  --json        print the answer's data as JSON instead of tables\n"
             "  -h, --help    this help; after a command, the command's\n\n"
             "exit codes: 0 ok, 1 the router answered an error or is unreachable (or, for\n"
             "status, the cluster is not healthy), 2 usage error\n",
-            CTL_DEFAULT_ROUTER, CTL_READ_TIMEOUT_S, CTL_LONG_TIMEOUT_S);
+            CTL_DEFAULT_ROUTER, CTL_READ_TIMEOUT_S, CTL_BALANCE_TIMEOUT_S, CTL_LONG_TIMEOUT_S);
 }
 
 static void command_usage(const ctl_command *c, FILE *out)
@@ -237,9 +247,9 @@ static void command_usage(const ctl_command *c, FILE *out)
             fprintf(out, "%s\n", s->help);
     }
     fprintf(out,
-            "\n--json prints the answer's data as one JSON document. Default timeout %d s.\n"
+            "\n--json prints the answer's data as one JSON document. Default timeout %ld s.\n"
             "Exit codes: 0 ok, 1 failure, 2 usage error.\n",
-            c->long_op ? CTL_LONG_TIMEOUT_S : CTL_READ_TIMEOUT_S);
+            c->timeout_s);
 }
 
 /* Prints "memgrid ctl: <why> (see memgrid ctl [cmd] --help)"; MG_EXIT_USAGE. */
@@ -389,7 +399,7 @@ static int parse_args(int argc, char **argv, ctl_opts *o, const ctl_command **cm
         if (c->opts[k].required && !v->set[k])
             return usage_error(c, "%s is required", c->opts[k].flag);
     if (o->timeout_s == 0)
-        o->timeout_s = c->long_op ? CTL_LONG_TIMEOUT_S : CTL_READ_TIMEOUT_S;
+        o->timeout_s = c->timeout_s;
     *cmd = c;
     return 0;
 }
@@ -531,112 +541,6 @@ static int finish(int code)
     return code;
 }
 
-/* ---- tables --------------------------------------------------------------- */
-
-#define TABLE_COLS_MAX 10
-
-/* Rows of text cells printed with aligned columns; the first row is the
- * header. Cells are malloc'd. */
-typedef struct table {
-    size_t cols;
-    size_t n, cap; /* cells */
-    char **cells;
-} table;
-
-static void table_cell(table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void table_cell(table *t, const char *fmt, ...)
-{
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char **grown = realloc(t->cells, cap * sizeof *grown);
-        if (grown == NULL)
-            return; /* the cell is missing from the table; nothing worse */
-        t->cells = grown;
-        t->cap = cap;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    t->cells[t->n++] = s;
-}
-
-static void table_row(table *t, const char *const *cells)
-{
-    for (size_t i = 0; i < t->cols; i++)
-        table_cell(t, "%s", cells[i]);
-}
-
-/* Prints and frees the table; "  (none)" when it has no row under the header. */
-static void table_print(table *t)
-{
-    size_t width[TABLE_COLS_MAX] = {0};
-    for (size_t i = 0; i < t->n; i++) {
-        size_t l = t->cells[i] ? strlen(t->cells[i]) : 0;
-        if (l > width[i % t->cols])
-            width[i % t->cols] = l;
-    }
-    for (size_t i = 0; i < t->n; i++) {
-        size_t col = i % t->cols;
-        const char *s = t->cells[i] ? t->cells[i] : "";
-        if (col + 1 == t->cols || i + 1 == t->n)
-            printf("%s%s\n", col == 0 ? "  " : "", s);
-        else
-            printf("%s%-*s  ", col == 0 ? "  " : "", (int)width[col], s);
-    }
-    if (t->n <= t->cols)
-        printf("  (none)\n");
-    for (size_t i = 0; i < t->n; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    memset(t, 0, sizeof *t);
-}
-
-static long long jint(const json_t *obj, const char *key)
-{
-    return (long long)json_integer_value(json_object_get(obj, key));
-}
-
-static const char *jstr(const json_t *obj, const char *key)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s ? s : "-";
-}
-
-static const char *jbool(const json_t *obj, const char *key)
-{
-    const json_t *b = json_object_get(obj, key);
-    return json_is_true(b) ? "yes" : json_is_false(b) ? "no" : "-";
-}
-
-/* An array of integers as "1,2,3" into buf. */
-static const char *jlist(const json_t *obj, const char *key, char *buf, size_t cap)
-{
-    size_t i, len = 0;
-    const json_t *x;
-    buf[0] = '\0';
-    json_array_foreach(json_object_get(obj, key), i, x)
-    {
-        int k = snprintf(buf + len, cap - len, "%s%lld", i ? "," : "",
-                         (long long)json_integer_value(x));
-        if (k < 0 || (size_t)k >= cap - len)
-            break;
-        len += (size_t)k;
-    }
-    return len ? buf : "-";
-}
-
-/* The leader column: a node id, "none" for 0. */
-static void cell_leader(table *t, const json_t *g)
-{
-    if (jint(g, "leader") == 0)
-        table_cell(t, "none");
-    else
-        table_cell(t, "%lld", jint(g, "leader"));
-}
-
 /* A data object whose shape is not what the API promises. */
 static int bad_answer(const char *path, json_t *data)
 {
@@ -664,93 +568,7 @@ static int ask(const ctl_opts *o, const char *path, json_t *body, bool want_obje
     return finish(code);
 }
 
-/* ---- status --------------------------------------------------------------- */
-
-static void print_status(const json_t *d)
-{
-    size_t i, j;
-    const json_t *n, *g, *r;
-    bool healthy = json_is_true(json_object_get(d, "healthy"));
-    printf("cluster epoch %lld: %s\n", jint(d, "epoch"), healthy ? "healthy" : "NOT HEALTHY");
-    if (jint(d, "epoch") == 0)
-        printf("(not initialized: memgrid ctl init --groups G --replicas R)\n");
-    printf("\nnodes\n");
-    table t = {.cols = 6};
-    table_row(&t, (const char *const[]){"ID", "RPC", "UP", "STATE", "REPLICAS", "LEADERS"});
-    json_array_foreach(json_object_get(d, "nodes"), i, n)
-    {
-        table_cell(&t, "%lld", jint(n, "id"));
-        table_cell(&t, "%s", jstr(n, "rpc"));
-        table_cell(&t, "%s", jbool(n, "up"));
-        table_cell(&t, "%s", jstr(n, "state"));
-        table_cell(&t, "%lld", jint(n, "replicas"));
-        table_cell(&t, "%lld", jint(n, "leaders"));
-    }
-    table_print(&t);
-    printf("\ngroups\n");
-    t = (table){.cols = 7};
-    table_row(&t, (const char *const[]){"ID", "SLOTS", "LEADER", "TERM", "COMMIT", "APPLIED",
-                                        "REPLICAS (node:state lag)"});
-    json_array_foreach(json_object_get(d, "groups"), i, g)
-    {
-        table_cell(&t, "%lld", jint(g, "id"));
-        table_cell(&t, "%lld", jint(g, "slots"));
-        cell_leader(&t, g);
-        table_cell(&t, "%lld", jint(g, "term"));
-        table_cell(&t, "%lld", jint(g, "commit"));
-        table_cell(&t, "%lld", jint(g, "applied"));
-        char reps[1024] = "";
-        size_t len = 0;
-        json_array_foreach(json_object_get(g, "replicas"), j, r)
-        {
-            const char *st = jstr(r, "state");
-            int k;
-            if (strcmp(st, "leader") == 0 || strcmp(st, "down") == 0)
-                k = snprintf(reps + len, sizeof reps - len, "%s%lld:%s", j ? " " : "",
-                             jint(r, "node"), st);
-            else
-                k = snprintf(reps + len, sizeof reps - len, "%s%lld:%s %lld", j ? " " : "",
-                             jint(r, "node"), st, jint(r, "lag"));
-            if (k < 0 || (size_t)k >= sizeof reps - len)
-                break;
-            len += (size_t)k;
-        }
-        table_cell(&t, "%s", len ? reps : "-");
-    }
-    table_print(&t);
-}
-
-/* Why the cluster is not healthy, on stderr, from the same figures. */
-static void explain_unhealthy(const json_t *d)
-{
-    size_t i, j;
-    const json_t *n, *g, *r;
-    fprintf(stderr, "memgrid ctl: the cluster is not healthy");
-    const char *sep = ": ";
-    json_array_foreach(json_object_get(d, "nodes"), i, n)
-    {
-        if (!json_is_true(json_object_get(n, "up"))) {
-            fprintf(stderr, "%snode %lld is down", sep, jint(n, "id"));
-            sep = "; ";
-        }
-    }
-    json_array_foreach(json_object_get(d, "groups"), i, g)
-    {
-        if (jint(g, "leader") == 0) {
-            fprintf(stderr, "%sgroup %lld has no leader", sep, jint(g, "id"));
-            sep = "; ";
-        }
-        json_array_foreach(json_object_get(g, "replicas"), j, r)
-        {
-            if (jint(r, "lag") > 1000) {
-                fprintf(stderr, "%sgroup %lld: node %lld is %lld entries behind", sep,
-                        jint(g, "id"), jint(r, "node"), jint(r, "lag"));
-                sep = "; ";
-            }
-        }
-    }
-    fprintf(stderr, "\n");
-}
+/* ---- commands ------------------------------------------------------------- */
 
 static int ctl_status(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
@@ -765,119 +583,34 @@ static int ctl_status(const ctl_opts *o, const ctl_command *c, const ctl_vals *v
     if (o->json)
         code = print_json(data, 0);
     else
-        print_status(data);
+        ctl_print_status(data);
     if (code == MG_EXIT_OK && !json_is_true(json_object_get(data, "healthy"))) {
-        explain_unhealthy(data);
+        ctl_print_unhealthy(data);
         code = MG_EXIT_FAILURE;
     }
     json_decref(data);
     return finish(code);
 }
 
-/* ---- nodes, groups, slots ------------------------------------------------- */
-
-static void print_nodes(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    size_t i;
-    const json_t *n;
-    table t = {.cols = 7};
-    table_row(&t, (const char *const[]){"ID", "RPC", "SURVEY", "RAFT", "STATE", "UP", "REPLICAS"});
-    json_array_foreach(d, i, n)
-    {
-        char groups[512];
-        table_cell(&t, "%lld", jint(n, "id"));
-        table_cell(&t, "%s", jstr(n, "rpc"));
-        table_cell(&t, "%s", jstr(n, "survey"));
-        table_cell(&t, "%s", jstr(n, "raft"));
-        table_cell(&t, "%s", jstr(n, "state"));
-        table_cell(&t, "%s", jbool(n, "up"));
-        table_cell(&t, "%s", jlist(n, "replicas", groups, sizeof groups));
-    }
-    table_print(&t);
-}
-
 static int ctl_nodes(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
     (void)c;
     (void)v;
-    return ask(o, "/admin/nodes", NULL, false, print_nodes);
-}
-
-static void print_groups(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    size_t i;
-    const json_t *g;
-    table t = {.cols = 9};
-    table_row(&t, (const char *const[]){"ID", "REPLICAS", "LEADER", "TERM", "APPLIED", "SLOTS",
-                                        "RANGES", "MEMORIES", "CUBES"});
-    json_array_foreach(d, i, g)
-    {
-        char reps[256];
-        const char *ranges = jstr(g, "slot_ranges");
-        table_cell(&t, "%lld", jint(g, "id"));
-        table_cell(&t, "%s", jlist(g, "replicas", reps, sizeof reps));
-        cell_leader(&t, g);
-        table_cell(&t, "%lld", jint(g, "term"));
-        table_cell(&t, "%lld", jint(g, "applied"));
-        table_cell(&t, "%lld", jint(g, "slots"));
-        table_cell(&t, "%s", ranges[0] ? ranges : "-");
-        table_cell(&t, "%lld", jint(g, "memories"));
-        table_cell(&t, "%lld", jint(g, "cubes"));
-    }
-    table_print(&t);
+    return ask(o, "/admin/nodes", NULL, false, ctl_print_nodes);
 }
 
 static int ctl_groups(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
     (void)c;
     (void)v;
-    return ask(o, "/admin/groups", NULL, false, print_groups);
-}
-
-static void print_slot_ranges(const json_t *ranges)
-{
-    size_t i;
-    const json_t *r;
-    table t = {.cols = 3};
-    table_row(&t, (const char *const[]){"FIRST", "LAST", "GROUP"});
-    json_array_foreach(ranges, i, r)
-    {
-        table_cell(&t, "%lld", jint(r, "first"));
-        table_cell(&t, "%lld", jint(r, "last"));
-        table_cell(&t, "%lld", jint(r, "group"));
-    }
-    table_print(&t);
-}
-
-static void print_slots(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    const json_t *cube = json_object_get(d, "cube");
-    if (json_is_object(cube))
-        printf("cube %s: slot %lld, group %lld\n\n", jstr(cube, "id"), jint(cube, "slot"),
-               jint(cube, "group"));
-    printf("epoch %lld\n\nranges\n", jint(d, "epoch"));
-    print_slot_ranges(json_object_get(d, "ranges"));
-    printf("\ngroups\n");
-    size_t i;
-    const json_t *g;
-    table t = {.cols = 2};
-    table_row(&t, (const char *const[]){"GROUP", "SLOTS"});
-    json_array_foreach(json_object_get(d, "groups"), i, g)
-    {
-        table_cell(&t, "%lld", jint(g, "group"));
-        table_cell(&t, "%lld", jint(g, "slots"));
-    }
-    table_print(&t);
+    return ask(o, "/admin/groups", NULL, false, ctl_print_groups);
 }
 
 static int ctl_slots(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
     (void)c;
     if (!v->set[0])
-        return ask(o, "/admin/slots", NULL, true, print_slots);
+        return ask(o, "/admin/slots", NULL, true, ctl_print_slots);
     CURL *curl = curl_easy_init();
     char *esc = curl ? curl_easy_escape(curl, v->text[0], 0) : NULL;
     char path[512];
@@ -888,89 +621,7 @@ static int ctl_slots(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
         return MG_EXIT_FAILURE;
     if ((size_t)n >= sizeof path)
         return usage_error(c, "--cube \"%s\" is too long", v->text[0]);
-    return ask(o, path, NULL, true, print_slots);
-}
-
-/* ---- stats ---------------------------------------------------------------- */
-
-static void print_ms(double ms)
-{
-    if (ms < 10)
-        printf(" %9.3f", ms);
-    else if (ms < 1000)
-        printf(" %9.2f", ms);
-    else
-        printf(" %9.0f", ms);
-}
-
-static void print_stats_row(const char *name, const json_t *row, bool errors)
-{
-    static const char *const keys[] = {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"};
-    printf("  %-40s %9lld", name, jint(row, "count"));
-    if (errors)
-        printf(" %7lld", jint(row, "errors"));
-    else
-        printf(" %7s", "");
-    for (size_t i = 0; i < 5; i++)
-        print_ms(json_number_value(json_object_get(row, keys[i])));
-    printf("\n");
-}
-
-static void print_stats_header(const char *title)
-{
-    printf("%-42s %9s %7s %9s %9s %9s %9s %9s\n", title, "count", "errors", "p50 ms", "p90 ms",
-           "p99 ms", "p99.9 ms", "max ms");
-}
-
-static void print_stats(const ctl_opts *o, const json_t *d)
-{
-    const json_t *cl = json_object_get(d, "cluster");
-    printf("router %s: %lld of %lld nodes answered; %lld groups led, %lld memories in %lld "
-           "cubes\n\n",
-           o->router, jint(cl, "nodes_up"), jint(cl, "nodes"), jint(cl, "leaders"),
-           jint(cl, "memories"), jint(cl, "cubes"));
-    const json_t *endpoints = json_object_get(d, "endpoints");
-    const json_t *stages = json_object_get(d, "stages");
-    size_t i, j;
-    const json_t *row, *st;
-    print_stats_header("endpoint (router)");
-    if (json_array_size(endpoints) == 0)
-        printf("  (no requests yet)\n");
-    json_array_foreach(endpoints, i, row)
-    {
-        const char *ep = json_string_value(json_object_get(row, "endpoint"));
-        print_stats_row(ep ? ep : "?", row, true);
-        json_array_foreach(stages, j, st)
-        {
-            const char *sep = json_string_value(json_object_get(st, "endpoint"));
-            const char *name = json_string_value(json_object_get(st, "stage"));
-            if (sep == NULL || ep == NULL || strcmp(sep, ep) != 0 || name == NULL)
-                continue;
-            char label[64];
-            snprintf(label, sizeof label, "  %s", name);
-            print_stats_row(label, st, false);
-        }
-    }
-    const json_t *ops = json_object_get(d, "ops");
-    printf("\n");
-    print_stats_header("op (nodes, merged)");
-    if (json_array_size(ops) == 0)
-        printf("  (none)\n");
-    json_array_foreach(ops, i, row)
-    {
-        const char *op = json_string_value(json_object_get(row, "op"));
-        print_stats_row(op ? op : "?", row, true);
-    }
-    const json_t *ns = json_object_get(d, "node_stages");
-    if (json_array_size(ns) > 0) {
-        printf("\n");
-        print_stats_header("node stage (merged)");
-        json_array_foreach(ns, i, row)
-        {
-            const char *name = json_string_value(json_object_get(row, "stage"));
-            print_stats_row(name ? name : "?", row, false);
-        }
-    }
+    return ask(o, path, NULL, true, ctl_print_slots);
 }
 
 static int ctl_stats(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -983,57 +634,13 @@ static int ctl_stats(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
         return code;
     if (!json_is_object(data))
         return bad_answer("/admin/stats", data);
-    size_t i;
-    const json_t *n;
-    json_array_foreach(json_object_get(data, "nodes"), i, n)
-    {
-        if (!json_is_true(json_object_get(n, "up")))
-            fprintf(stderr,
-                    "memgrid ctl: warning: node %lld did not answer (%s); its figures "
-                    "are missing\n",
-                    jint(n, "node"), jstr(n, "error"));
-    }
+    ctl_print_stats_missing(data);
     if (o->json)
         code = print_json(data, JSON_REAL_PRECISION(6));
     else
-        print_stats(o, data);
+        ctl_print_stats(o, data);
     json_decref(data);
     return finish(code);
-}
-
-/* ---- changes -------------------------------------------------------------- */
-
-/* The map as /admin/map and /admin/init answer it. */
-static void print_map(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    size_t i;
-    const json_t *n, *g;
-    printf("cluster map, epoch %lld\n\nnodes\n", jint(d, "epoch"));
-    table t = {.cols = 5};
-    table_row(&t, (const char *const[]){"ID", "RPC", "SURVEY", "RAFT", "STATE"});
-    json_array_foreach(json_object_get(d, "nodes"), i, n)
-    {
-        table_cell(&t, "%lld", jint(n, "id"));
-        table_cell(&t, "%s", jstr(n, "rpc"));
-        table_cell(&t, "%s", jstr(n, "survey"));
-        table_cell(&t, "%s:%lld", jstr(n, "raft_host"), jint(n, "raft_port"));
-        table_cell(&t, "%s", jstr(n, "state"));
-    }
-    table_print(&t);
-    printf("\ngroups\n");
-    t = (table){.cols = 3};
-    table_row(&t, (const char *const[]){"ID", "REPLICAS", "SLOTS"});
-    json_array_foreach(json_object_get(d, "groups"), i, g)
-    {
-        char reps[256];
-        table_cell(&t, "%lld", jint(g, "id"));
-        table_cell(&t, "%s", jlist(g, "replicas", reps, sizeof reps));
-        table_cell(&t, "%lld", jint(g, "slots"));
-    }
-    table_print(&t);
-    printf("\nslots\n");
-    print_slot_ranges(json_object_get(d, "slots"));
 }
 
 static int ctl_init(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -1065,14 +672,7 @@ static int ctl_init(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
             p = end;
         }
     }
-    return ask(o, "/admin/init", body, true, print_map);
-}
-
-static void print_added(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    printf("added node %lld: rpc %s, survey %s, raft %s:%lld (%s)\n", jint(d, "id"), jstr(d, "rpc"),
-           jstr(d, "survey"), jstr(d, "raft_host"), jint(d, "raft_port"), jstr(d, "state"));
+    return ask(o, "/admin/init", body, true, ctl_print_map);
 }
 
 static int ctl_add_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -1080,37 +680,14 @@ static int ctl_add_node(const ctl_opts *o, const ctl_command *c, const ctl_vals 
     json_t *body = json_pack("{s:s}", "rpc", v->text[0]);
     if (body == NULL)
         return usage_error(c, "--rpc \"%s\" is not UTF-8 text", v->text[0]);
-    return ask(o, "/admin/nodes", body, true, print_added);
-}
-
-static void print_removed(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    size_t i;
-    const json_t *m;
-    printf("node removed; replicas moved:\n");
-    table t = {.cols = 3};
-    table_row(&t, (const char *const[]){"GROUP", "FROM", "TO"});
-    json_array_foreach(json_object_get(d, "moved"), i, m)
-    {
-        table_cell(&t, "%lld", jint(m, "group"));
-        table_cell(&t, "%lld", jint(m, "from"));
-        table_cell(&t, "%lld", jint(m, "to"));
-    }
-    table_print(&t);
+    return ask(o, "/admin/nodes", body, true, ctl_print_added);
 }
 
 static int ctl_remove_node(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
 {
     (void)c;
     return ask(o, "/admin/nodes/remove", json_pack("{s:I}", "id", (json_int_t)v->num[0]), true,
-               print_removed);
-}
-
-static void print_leader(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    printf("group %lld: leader node %lld\n", jint(d, "group"), jint(d, "leader"));
+               ctl_print_removed);
 }
 
 static int ctl_transfer_leader(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -1118,15 +695,7 @@ static int ctl_transfer_leader(const ctl_opts *o, const ctl_command *c, const ct
     (void)c;
     json_t *body = json_pack("{s:I, s:I}", "group", (json_int_t)v->num[0], "to",
                              (json_int_t)(v->set[1] ? v->num[1] : 0));
-    return ask(o, "/admin/transfer-leader", body, true, print_leader);
-}
-
-static void print_replicas(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    char reps[256];
-    printf("group %lld: replicas on nodes %s\n", jint(d, "group"),
-           jlist(d, "replicas", reps, sizeof reps));
+    return ask(o, "/admin/transfer-leader", body, true, ctl_print_leader);
 }
 
 static int ctl_move_replica(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -1135,29 +704,7 @@ static int ctl_move_replica(const ctl_opts *o, const ctl_command *c, const ctl_v
         return usage_error(c, "--from and --to name the same node (%u)", v->num[1]);
     json_t *body = json_pack("{s:I, s:I, s:I}", "group", (json_int_t)v->num[0], "from",
                              (json_int_t)v->num[1], "to", (json_int_t)v->num[2]);
-    return ask(o, "/admin/move-replica", body, true, print_replicas);
-}
-
-static void print_rebalanced(const ctl_opts *o, const json_t *d)
-{
-    (void)o;
-    size_t i;
-    const json_t *m;
-    printf("rebalanced: map epoch %lld", jint(d, "epoch"));
-    if (json_is_integer(json_object_get(d, "new_group")))
-        printf(", new group %lld", jint(d, "new_group"));
-    printf("\n");
-    table t = {.cols = 5};
-    table_row(&t, (const char *const[]){"FROM", "TO", "SLOTS", "CUBES", "MEMORIES"});
-    json_array_foreach(json_object_get(d, "moved"), i, m)
-    {
-        table_cell(&t, "%lld", jint(m, "from"));
-        table_cell(&t, "%lld", jint(m, "to"));
-        table_cell(&t, "%lld", jint(m, "slots"));
-        table_cell(&t, "%lld", jint(m, "cubes"));
-        table_cell(&t, "%lld", jint(m, "memories"));
-    }
-    table_print(&t);
+    return ask(o, "/admin/move-replica", body, true, ctl_print_replicas);
 }
 
 static int ctl_rebalance(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
@@ -1184,7 +731,14 @@ static int ctl_rebalance(const ctl_opts *o, const ctl_command *c, const ctl_vals
         json_object_set_new(body, "replicas", json_integer((json_int_t)v->num[REPLICAS]));
     if (v->set[SLOTS])
         json_object_set_new(body, "slots", json_string(v->text[SLOTS]));
-    return ask(o, "/admin/rebalance", body, true, print_rebalanced);
+    return ask(o, "/admin/rebalance", body, true, ctl_print_rebalanced);
+}
+
+static int ctl_balance_leaders(const ctl_opts *o, const ctl_command *c, const ctl_vals *v)
+{
+    (void)c;
+    (void)v;
+    return ask(o, "/admin/balance-leaders", json_object(), true, ctl_print_transfers);
 }
 
 /* ---- main ----------------------------------------------------------------- */

@@ -1,15 +1,11 @@
 /*
- * Admin API: the helpers every operation uses (router/admin.h) and the
- * read-only endpoints: /admin/map, /admin/status, /admin/nodes,
- * /admin/groups, /admin/slots.
+ * Admin API: the helpers every operation uses (router/admin.h): request
+ * fields, the operation lock, calls to nodes and group leaders, WRITEs and
+ * their outcomes, and reading and editing the cluster map.
  */
 #include "admin.h"
 
-#include "../cluster/meta.h"
 #include "../lib/clock.h"
-#include "../lib/jsonmp.h"
-#include "../lib/log.h"
-#include "../lib/metrics.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -78,6 +74,35 @@ static unsigned left_ms(uint64_t deadline)
     return now >= deadline ? 0 : (unsigned)(deadline - now);
 }
 
+/* ---- request fields ----------------------------------------------------- */
+
+int admin_body_u64(const json_t *body, const char *key, bool required, uint64_t def,
+                   uint64_t *out, mg_api_resp *resp)
+{
+    const json_t *v = json_object_get(body, key);
+    *out = def;
+    if (v == NULL || json_is_null(v)) {
+        if (!required)
+            return MG_OK;
+        api_fail(resp, 400, "field \"%s\" is required", key);
+        return MG_EINVAL;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        api_fail(resp, 400, "field \"%s\" must be a non-negative integer", key);
+        return MG_EINVAL;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return MG_OK;
+}
+
+bool admin_body_object(const mg_api_req *req, mg_api_resp *resp)
+{
+    if (json_is_object(req->json))
+        return true;
+    api_fail(resp, 400, "the body must be a JSON object");
+    return false;
+}
+
 /* ---- calls -------------------------------------------------------------- */
 
 /* The body {} of STATUS, STATS, BARRIER and NODE_INFO. */
@@ -109,7 +134,13 @@ int admin_find_leader(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t 
     mg_error last = {0};
     snprintf(last.msg, sizeof last.msg, "no replica answered");
     for (;;) {
-        for (uint32_t i = 0; i < n; i++) {
+        /* Connected replicas first: one that is down holds a round for
+         * ADMIN_NODE_MS (its state may change meanwhile: one is asked twice
+         * or not at all in a round, which the next round makes up for). */
+        for (uint32_t k = 0; k < 2 * n; k++) {
+            uint32_t i = k % n;
+            if (mg_client_node_up(r->client, nodes[i]) != (k < n))
+                continue;
             unsigned t = left_ms(deadline);
             if (t == 0)
                 break;
@@ -322,14 +353,121 @@ int admin_group_open(mg_router *r, const mg_cmap *m, uint64_t group, uint64_t no
 
 /* ---- the map ------------------------------------------------------------ */
 
+/* What the nodes say about the meta group while the router knows no map. */
+typedef struct meta_probe {
+    bool hosted;    /* some node answered for a replica of group 0 */
+    uint64_t epoch; /* the highest map epoch such a replica holds (0: none) */
+} meta_probe;
+
+/* The "epoch" of a META_GET answer (0 when absent or malformed). */
+static uint64_t meta_reply_epoch(const mg_wire_rep *rep)
+{
+    mg_mp_reader rd = mg_wire_body(rep->body, rep->body_len);
+    uint32_t n;
+    uint64_t epoch = 0;
+    if (mg_mp_read_map(&rd, &n) != MG_OK)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (mg_mp_peek_str_eq(&rd, "epoch")) {
+            mg_mp_skip(&rd);
+            return mg_mp_read_u64(&rd, &epoch) == MG_OK ? epoch : 0;
+        }
+        if (mg_mp_skip(&rd) != MG_OK || mg_mp_skip(&rd) != MG_OK)
+            return 0;
+    }
+    return 0;
+}
+
+/* Asks every node the router knows, at once and for ADMIN_NODE_MS at most,
+ * whether it hosts the meta group (META_GET with "follower": a replica
+ * answers from its own store whether or not the group has a leader; a node
+ * without one answers MG_ENOTFOUND). Seeds whose id the client has not
+ * learned yet (they did not answer so far) are asked who they are first: a
+ * refresh does that (NODE_INFO, 200 ms each at most) before its own
+ * META_GET, which is given no time here. */
+static void meta_probe_run(mg_router *r, meta_probe *p)
+{
+    memset(p, 0, sizeof *p);
+    size_t n = mg_client_n_nodes(r->client);
+    bool unknown = false;
+    for (size_t i = 0; i < n && !unknown; i++)
+        unknown = mg_client_node_id(r->client, i) == 0;
+    if (unknown)
+        mg_client_refresh_for(r->client, 1, NULL);
+    if (mg_client_epoch(r->client) != 0) {
+        p->hosted = true;
+        return;
+    }
+    n = mg_client_n_nodes(r->client);
+    uint64_t *ids = calloc(n ? n : 1, sizeof *ids);
+    mg_client_call *calls = calloc(n ? n : 1, sizeof *calls);
+    admin_buf b;
+    admin_buf_init(&b);
+    size_t k = 0;
+    for (size_t i = 0; ids != NULL && i < n; i++)
+        if ((ids[k] = mg_client_node_id(r->client, i)) != 0)
+            k++;
+    if (ids == NULL || calls == NULL || msgpack_pack_map(&b.pk, 1) ||
+        mg_mp_pack_cstr(&b.pk, "follower") || msgpack_pack_true(&b.pk)) {
+        p->hosted = true; /* cannot tell: take the leader read's path */
+        goto done;
+    }
+    mg_client_call_nodes(r->client, ids, k, MG_OP_META_GET, b.sb.data, b.sb.size, ADMIN_NODE_MS,
+                         calls);
+    for (size_t i = 0; i < k; i++) {
+        if (calls[i].status != MG_OK)
+            continue;
+        uint64_t e = meta_reply_epoch(&calls[i].reply.rep);
+        p->hosted = true;
+        p->epoch = e > p->epoch ? e : p->epoch;
+        mg_client_reply_free(&calls[i].reply);
+    }
+done:
+    admin_buf_free(&b);
+    free(calls);
+    free(ids);
+}
+
+/* mg_client_refresh until it succeeds or ms pass: a refresh that fails
+ * while the meta group elects is asked again (a refresh asked right after
+ * one that failed reuses its answer). */
+static int refresh_until(mg_router *r, unsigned ms, mg_error *err)
+{
+    uint64_t deadline = admin_now_ms() + ms;
+    for (;;) {
+        int rc = mg_client_refresh_for(r->client, left_ms(deadline), err);
+        if (rc == MG_OK || left_ms(deadline) < 100)
+            return rc;
+        admin_sleep_ms(50);
+    }
+}
+
 int admin_map_read(mg_router *r, mg_cmap *out, mg_error *err)
 {
-    int rc = mg_client_refresh(r->client, err);
-    if (rc != MG_OK && mg_client_epoch(r->client) == 0) {
-        /* No map known and none to be had: before init no node hosts the
-         * meta group. Reads show the empty map; edits refuse it. */
-        mg_cmap_init(out);
-        return MG_OK;
+    int rc;
+    if (mg_client_epoch(r->client) == 0) {
+        /* Before init no node hosts the meta group: answer at once rather
+         * than wait a leader read's deadline for a group nobody has. */
+        meta_probe p;
+        meta_probe_run(r, &p);
+        if (mg_client_epoch(r->client) == 0 && !p.hosted) {
+            mg_cmap_init(out);
+            return MG_OK;
+        }
+        /* The meta group exists: wait for its leader (it may be electing). */
+        rc = refresh_until(r, mg_client_call_timeout(r->client), err);
+        if (rc != MG_OK && mg_client_epoch(r->client) == 0 && p.epoch > 0)
+            return mg_error_wrap(err, MG_EUNAVAIL,
+                                 "the meta group holds map epoch %llu but has no leader",
+                                 (unsigned long long)p.epoch);
+        if (rc != MG_OK && mg_client_epoch(r->client) == 0) {
+            /* Replicas of the meta group without a map and without a
+             * leader: an init that stopped half way; it can be rerun. */
+            mg_cmap_init(out);
+            return MG_OK;
+        }
+    } else {
+        rc = mg_client_refresh(r->client, err);
     }
     if (rc != MG_OK)
         return mg_error_wrap(err, rc == MG_ETIMEDOUT ? MG_ETIMEDOUT : MG_EUNAVAIL,
@@ -418,385 +556,4 @@ done:
     free(cur);
     free(next);
     return rc;
-}
-
-/* ---- JSON forms ------------------------------------------------------------ */
-
-static const char *state_name(int state)
-{
-    return state == MG_CMAP_NODE_REMOVING ? "removing" : "up";
-}
-
-json_t *admin_node_json(const mg_cmap_node *n)
-{
-    return json_pack("{s:I,s:s,s:s,s:s,s:I,s:s}", "id", (json_int_t)n->id, "rpc", n->rpc,
-                     "survey", n->survey, "raft_host", n->raft_host, "raft_port",
-                     (json_int_t)n->raft_port, "state", state_name(n->state));
-}
-
-static json_t *ranges_json(const mg_cmap *m)
-{
-    json_t *a = json_array();
-    if (m->epoch == 0)
-        return a;
-    for (uint32_t s = 0; s < MG_SLOTS;) {
-        uint32_t e = s;
-        while (e + 1 < MG_SLOTS && m->slot_group[e + 1] == m->slot_group[s])
-            e++;
-        json_array_append_new(a, json_pack("{s:I,s:I,s:I}", "first", (json_int_t)s, "last",
-                                           (json_int_t)e, "group",
-                                           (json_int_t)m->slot_group[s]));
-        s = e + 1;
-    }
-    return a;
-}
-
-static json_t *replicas_json(const mg_cmap_group *g)
-{
-    json_t *a = json_array();
-    for (uint32_t k = 0; k < g->n_replicas; k++)
-        json_array_append_new(a, json_integer((json_int_t)g->replicas[k]));
-    return a;
-}
-
-json_t *admin_map_json(const mg_cmap *m)
-{
-    json_t *nodes = json_array(), *groups = json_array();
-    for (uint32_t i = 0; i < m->n_nodes; i++)
-        json_array_append_new(nodes, admin_node_json(&m->nodes[i]));
-    for (uint32_t i = 0; i < m->n_groups; i++) {
-        const mg_cmap_group *g = &m->groups[i];
-        json_array_append_new(groups,
-                              json_pack("{s:I,s:o,s:I}", "id", (json_int_t)g->id, "replicas",
-                                        replicas_json(g), "slots",
-                                        (json_int_t)mg_cmap_group_slots(m, g->id)));
-    }
-    return json_pack("{s:I,s:o,s:o,s:o}", "epoch", (json_int_t)m->epoch, "nodes", nodes,
-                     "groups", groups, "slots", ranges_json(m));
-}
-
-/* ---- the status view -------------------------------------------------------- */
-
-void admin_view_load(mg_router *r, const mg_cmap *m, admin_view *v)
-{
-    memset(v, 0, sizeof *v);
-    v->map = m;
-    for (uint32_t i = 0; i < m->n_nodes; i++) {
-        mg_client_reply rep;
-        mg_error e = {0};
-        if (admin_node_call(r, m->nodes[i].id, MG_OP_STATUS, 0, NULL, ADMIN_NODE_MS, &rep, &e) !=
-            MG_OK)
-            continue;
-        mg_mp_reader rd = mg_wire_body(rep.rep.body, rep.rep.body_len);
-        json_t *doc = NULL;
-        if (mg_jsonmp_read(&rd, &doc) == MG_OK && json_is_object(doc)) {
-            v->up[i] = true;
-            v->status[i] = doc;
-        } else {
-            json_decref(doc);
-        }
-        mg_client_reply_free(&rep);
-    }
-}
-
-void admin_view_free(admin_view *v)
-{
-    for (size_t i = 0; i < MG_CMAP_NODES_MAX; i++)
-        json_decref(v->status[i]);
-    memset(v, 0, sizeof *v);
-}
-
-static uint64_t jint(const json_t *o, const char *key)
-{
-    json_int_t x = json_integer_value(json_object_get(o, key));
-    return x > 0 ? (uint64_t)x : 0;
-}
-
-const json_t *admin_view_entry(const admin_view *v, size_t i, uint64_t group)
-{
-    if (i >= MG_CMAP_NODES_MAX || v->status[i] == NULL)
-        return NULL;
-    size_t k;
-    const json_t *e;
-    json_array_foreach(json_object_get(v->status[i], "groups"), k, e)
-    {
-        if (jint(e, "group") == group)
-            return e;
-    }
-    return NULL;
-}
-
-static size_t node_index(const mg_cmap *m, uint64_t id)
-{
-    for (uint32_t i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].id == id)
-            return i;
-    return MG_CMAP_NODES_MAX;
-}
-
-uint64_t admin_view_leader(const admin_view *v, uint64_t group, const json_t **entry)
-{
-    const mg_cmap_group *g = mg_cmap_group_get(v->map, group);
-    uint64_t best = 0, best_term = 0;
-    *entry = NULL;
-    for (uint32_t k = 0; g != NULL && k < g->n_replicas; k++) {
-        const json_t *e = admin_view_entry(v, node_index(v->map, g->replicas[k]), group);
-        const char *st = json_string_value(json_object_get(e, "state"));
-        if (st != NULL && strcmp(st, "leader") == 0 && (best == 0 || jint(e, "term") > best_term)) {
-            best = g->replicas[k];
-            best_term = jint(e, "term");
-            *entry = e;
-        }
-    }
-    return best;
-}
-
-/* ---- read-only handlers ---------------------------------------------------- */
-
-/* The map for a read-only handler, or an answer in resp (NULL returned). */
-static mg_cmap *read_map(mg_router *r, mg_api_resp *resp)
-{
-    mg_cmap *m = malloc(sizeof *m);
-    mg_error err = {0};
-    if (m == NULL) {
-        api_fail(resp, 500, "out of memory");
-        return NULL;
-    }
-    if (admin_map_read(r, m, &err) != MG_OK) {
-        admin_fail(resp, &err);
-        free(m);
-        return NULL;
-    }
-    return m;
-}
-
-void api_admin_map(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    (void)req;
-    mg_cmap *m = read_map(r, resp);
-    if (m == NULL)
-        return;
-    api_ok(resp, "ok", admin_map_json(m));
-    free(m);
-}
-
-void api_admin_status(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    (void)req;
-    mg_cmap *m = read_map(r, resp);
-    if (m == NULL)
-        return;
-    admin_view v;
-    admin_view_load(r, m, &v);
-    bool healthy = true;
-    uint32_t leaders[MG_CMAP_NODES_MAX] = {0};
-    json_t *groups = json_array();
-    for (uint32_t gi = 0; gi < m->n_groups; gi++) {
-        const mg_cmap_group *g = &m->groups[gi];
-        const json_t *le = NULL;
-        uint64_t leader = admin_view_leader(&v, g->id, &le);
-        uint64_t lapplied = jint(le, "applied");
-        if (leader == 0)
-            healthy = false;
-        else
-            leaders[node_index(m, leader)]++;
-        json_t *reps = json_array();
-        for (uint32_t k = 0; k < g->n_replicas; k++) {
-            size_t ni = node_index(m, g->replicas[k]);
-            const json_t *e = admin_view_entry(&v, ni, g->id);
-            const char *st = json_string_value(json_object_get(e, "state"));
-            if (st == NULL || strcmp(st, "unavailable") == 0)
-                st = "down";
-            uint64_t applied = jint(e, "applied");
-            uint64_t lag = e != NULL && le != NULL && lapplied > applied ? lapplied - applied : 0;
-            if (e == NULL || lag > 1000)
-                healthy = false;
-            json_array_append_new(reps, json_pack("{s:I,s:s,s:I,s:I}", "node",
-                                                  (json_int_t)g->replicas[k], "state", st,
-                                                  "applied", (json_int_t)applied, "lag",
-                                                  (json_int_t)lag));
-        }
-        json_array_append_new(
-            groups, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "id", (json_int_t)g->id, "slots",
-                              (json_int_t)mg_cmap_group_slots(m, g->id), "leader",
-                              (json_int_t)leader, "term", (json_int_t)jint(le, "term"), "commit",
-                              (json_int_t)jint(le, "commit"), "applied", (json_int_t)lapplied,
-                              "replicas", reps));
-    }
-    json_t *nodes = json_array();
-    for (uint32_t i = 0; i < m->n_nodes; i++) {
-        const mg_cmap_node *n = &m->nodes[i];
-        if (!v.up[i])
-            healthy = false;
-        json_array_append_new(
-            nodes, json_pack("{s:I,s:s,s:b,s:s,s:I,s:I}", "id", (json_int_t)n->id, "rpc", n->rpc,
-                             "up", v.up[i], "state", state_name(n->state), "replicas",
-                             (json_int_t)mg_cmap_node_load(m, n->id), "leaders",
-                             (json_int_t)leaders[i]));
-    }
-    if (m->epoch == 0)
-        healthy = false;
-    api_ok(resp, "ok",
-           json_pack("{s:I,s:o,s:o,s:b}", "epoch", (json_int_t)m->epoch, "nodes", nodes,
-                     "groups", groups, "healthy", healthy));
-    admin_view_free(&v);
-    free(m);
-}
-
-void api_admin_nodes(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    (void)req;
-    mg_cmap *m = read_map(r, resp);
-    if (m == NULL)
-        return;
-    admin_view v;
-    admin_view_load(r, m, &v);
-    json_t *out = json_array();
-    for (uint32_t i = 0; i < m->n_nodes; i++) {
-        const mg_cmap_node *n = &m->nodes[i];
-        json_t *groups = json_array();
-        for (uint32_t g = 0; g < m->n_groups; g++)
-            if (mg_cmap_group_has(&m->groups[g], n->id))
-                json_array_append_new(groups, json_integer((json_int_t)m->groups[g].id));
-        char raft[MG_CMAP_HOST_MAX + 16];
-        snprintf(raft, sizeof raft, "%s:%u", n->raft_host, (unsigned)n->raft_port);
-        json_array_append_new(out, json_pack("{s:I,s:s,s:s,s:s,s:s,s:b,s:o}", "id",
-                                             (json_int_t)n->id, "rpc", n->rpc, "survey",
-                                             n->survey, "raft", raft, "state",
-                                             state_name(n->state), "up", v.up[i], "replicas",
-                                             groups));
-    }
-    api_ok(resp, "ok", out);
-    admin_view_free(&v);
-    free(m);
-}
-
-/* memgrid_node_memories{group} / memgrid_node_cubes{group} of one group
- * from a node's registry. */
-typedef struct gauge_pick {
-    char group[24];
-    int64_t memories, cubes;
-    bool found;
-} gauge_pick;
-
-static void pick_gauge(const mg_metric_view *mv, void *arg)
-{
-    gauge_pick *p = arg;
-    const char *g = mg_metric_label(mv, "group");
-    if (mv->gauge == NULL || g == NULL || strcmp(g, p->group) != 0)
-        return;
-    if (strcmp(mv->name, "memgrid_node_memories") == 0) {
-        p->memories = mg_gauge_get(mv->gauge);
-        p->found = true;
-    } else if (strcmp(mv->name, "memgrid_node_cubes") == 0) {
-        p->cubes = mg_gauge_get(mv->gauge);
-        p->found = true;
-    }
-}
-
-/* A node's registry from STATS (NULL when it does not answer). */
-static mg_metrics *node_registry(mg_router *r, uint64_t node)
-{
-    mg_client_reply rep;
-    mg_error e = {0};
-    if (admin_node_call(r, node, MG_OP_STATS, 0, NULL, ADMIN_NODE_MS, &rep, &e) != MG_OK)
-        return NULL;
-    mg_metrics *reg = NULL;
-    mg_mp_reader rd = mg_wire_body(rep.rep.body, rep.rep.body_len);
-    uint32_t n;
-    if (mg_mp_read_map(&rd, &n) == MG_OK)
-        for (uint32_t i = 0; i < n && reg == NULL; i++) {
-            bool hist = mg_mp_peek_str_eq(&rd, "hist");
-            if (mg_mp_skip(&rd) != MG_OK)
-                break;
-            if (hist ? mg_metrics_read(&rd, &reg, &e) != MG_OK : mg_mp_skip(&rd) != MG_OK)
-                break;
-        }
-    mg_client_reply_free(&rep);
-    return reg;
-}
-
-void api_admin_groups(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    (void)req;
-    mg_cmap *m = read_map(r, resp);
-    if (m == NULL)
-        return;
-    admin_view v;
-    admin_view_load(r, m, &v);
-    mg_metrics *regs[MG_CMAP_NODES_MAX] = {0};
-    bool asked[MG_CMAP_NODES_MAX] = {0};
-    json_t *out = json_array();
-    for (uint32_t gi = 0; gi < m->n_groups; gi++) {
-        const mg_cmap_group *g = &m->groups[gi];
-        const json_t *le = NULL;
-        uint64_t leader = admin_view_leader(&v, g->id, &le);
-        mg_slotset set;
-        mg_cmap_group_slotset(m, g->id, &set);
-        char ranges[8192];
-        if (mg_slotset_format(&set, ranges, sizeof ranges) != MG_OK)
-            snprintf(ranges, sizeof ranges, "(too many ranges)");
-        /* Memories and cubes: the gauges of the node that leads the group
-         * (null when it does not report them). */
-        json_t *mems = json_null(), *cubes = json_null();
-        size_t li = leader ? node_index(m, leader) : MG_CMAP_NODES_MAX;
-        if (li < MG_CMAP_NODES_MAX) {
-            if (!asked[li]) {
-                regs[li] = node_registry(r, leader);
-                asked[li] = true;
-            }
-            gauge_pick p = {.found = false};
-            snprintf(p.group, sizeof p.group, "%llu", (unsigned long long)g->id);
-            if (regs[li] != NULL)
-                mg_metrics_walk(regs[li], pick_gauge, &p);
-            if (p.found) {
-                json_decref(mems);
-                json_decref(cubes);
-                mems = json_integer(p.memories);
-                cubes = json_integer(p.cubes);
-            }
-        }
-        json_array_append_new(
-            out, json_pack("{s:I,s:o,s:I,s:I,s:I,s:I,s:s,s:o,s:o}", "id", (json_int_t)g->id,
-                           "replicas", replicas_json(g), "leader", (json_int_t)leader, "term",
-                           (json_int_t)jint(le, "term"), "applied",
-                           (json_int_t)jint(le, "applied"), "slots",
-                           (json_int_t)mg_slotset_count(&set), "slot_ranges", ranges,
-                           "memories", mems, "cubes", cubes));
-    }
-    for (size_t i = 0; i < MG_CMAP_NODES_MAX; i++)
-        mg_metrics_free(regs[i]);
-    api_ok(resp, "ok", out);
-    admin_view_free(&v);
-    free(m);
-}
-
-void api_admin_slots(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    const char *cube = req->arg != NULL && req->arg[0] ? req->arg : NULL;
-    if (cube != NULL && !mg_cube_id_valid(cube, strlen(cube))) {
-        api_fail(resp, 400, "cube: not a valid cube id");
-        return;
-    }
-    mg_cmap *m = read_map(r, resp);
-    if (m == NULL)
-        return;
-    json_t *groups = json_array();
-    for (uint32_t gi = 0; gi < m->n_groups; gi++)
-        if (m->groups[gi].id != 0)
-            json_array_append_new(groups,
-                                  json_pack("{s:I,s:I}", "group", (json_int_t)m->groups[gi].id,
-                                            "slots",
-                                            (json_int_t)mg_cmap_group_slots(m, m->groups[gi].id)));
-    json_t *data = json_pack("{s:I,s:o,s:o}", "epoch", (json_int_t)m->epoch, "ranges",
-                             ranges_json(m), "groups", groups);
-    if (cube != NULL) {
-        uint32_t slot = mg_slot_of(cube, strlen(cube));
-        json_object_set_new(data, "cube",
-                            json_pack("{s:s,s:I,s:I}", "id", cube, "slot", (json_int_t)slot,
-                                      "group",
-                                      (json_int_t)(m->epoch ? m->slot_group[slot] : 0)));
-    }
-    api_ok(resp, "ok", data);
-    free(m);
 }

@@ -2,14 +2,19 @@
  * The router's admin API (docs/API.md "Admin API (cluster)") and the
  * orchestration of cluster changes (docs/ARCHITECTURE.md "Cluster: meta
  * group, slot ownership, membership"): init, add/remove node, move replica,
- * transfer leadership, rebalance slots.
+ * transfer and balance leadership, rebalance slots.
  *
- *   admin.c       shared helpers (calls to nodes and group leaders, WRITEs
- *                 and their outcomes, compare-and-set map edits, the status
- *                 view) and the read-only handlers;
- *   admin_ops.c   the mutating operations and their handlers;
- *   admin_copy.c  moving a slot set from one data group to another (the six
- *                 steps of a rebalance: copy, freeze, delta, flip, drop).
+ *   admin.c         shared helpers (request fields, calls to nodes and group
+ *                   leaders, WRITEs and their outcomes, reading the map and
+ *                   compare-and-set map edits);
+ *   admin_read.c    the map and the status view as JSON, and the read-only
+ *                   handlers;
+ *   admin_ops.c     init, add-node and rebalance, and their handlers;
+ *   admin_member.c  a group's members and leadership: transfer-leader,
+ *                   balance-leaders, move-replica, remove-node;
+ *   admin_copy.c    moving a slot set from one data group to another (the
+ *                   six steps of a rebalance: copy, freeze, delta, flip,
+ *                   drop).
  *
  * Every operation is a sequence of idempotent steps whose state is the map
  * itself, so an operation that failed half way can be rerun. One mutating
@@ -34,6 +39,7 @@
 
 /* Per-call timeouts. */
 #define ADMIN_NODE_MS 1000        /* STATUS / NODE_INFO / STATS of one node */
+#define ADMIN_GONE_MS 1000        /* GROUP_CLOSE on a node that is not connected */
 #define ADMIN_STEP_MS 15000       /* a step that waits for a leader or a commit */
 #define ADMIN_CATCHUP_MS 120000   /* GROUP_MEMBER add: the new replica catching up */
 
@@ -50,6 +56,9 @@ void api_admin_remove_node(mg_router *r, const mg_api_req *req, mg_api_resp *res
 void api_admin_transfer_leader(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 void api_admin_move_replica(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 void api_admin_rebalance(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
+/* POST /admin/balance-leaders. Its row in api_meta.c's table is still to be
+ * added: {"POST", "/admin/balance-leaders", false, false, false, ...}. */
+void api_admin_balance_leaders(mg_router *r, const mg_api_req *req, mg_api_resp *resp);
 
 /* ---- shared helpers (admin.c) -------------------------------------------- */
 
@@ -61,6 +70,13 @@ typedef struct admin_buf {
 
 void admin_buf_init(admin_buf *b);
 void admin_buf_free(admin_buf *b);
+
+/* Request fields: false / MG_EINVAL with a 400 in resp when the body is
+ * not an object or `key` is missing (when required) or not a non-negative
+ * integer; *out = def when absent. */
+bool admin_body_object(const mg_api_req *req, mg_api_resp *resp);
+int admin_body_u64(const json_t *body, const char *key, bool required, uint64_t def,
+                   uint64_t *out, mg_api_resp *resp);
 
 /* The one-operation-at-a-time lock: false (and a 409 in resp when not NULL)
  * when another operation runs. admin_lock_wait blocks instead. */
@@ -76,9 +92,13 @@ void admin_fail(mg_api_resp *resp, const mg_error *err);
 uint64_t admin_now_ms(void);
 void admin_sleep_ms(unsigned ms);
 
-/* The current map from the meta group (refresh, then a copy); the empty map
- * (epoch 0) when none is known and the meta group cannot be asked (before
- * init no node hosts it). MG_EUNAVAIL when a known meta group fails. */
+/* The current map from the meta group (refresh, then a copy). While the
+ * router knows no map, every node is first asked at once whether it hosts
+ * the meta group (ADMIN_NODE_MS): when none does (before init) the answer is
+ * the empty map (epoch 0) at once; when one does, the leader read waits for
+ * an election up to the call deadline, and still no leader gives the empty
+ * map if no replica holds a map (an init that stopped half way), else
+ * MG_EUNAVAIL. MG_EUNAVAIL / MG_ETIMEDOUT when a known meta group fails. */
 int admin_map_read(mg_router *r, mg_cmap *out, mg_error *err);
 
 /* An edit of a map copy: MG_OK with *changed telling whether it changed
@@ -102,8 +122,9 @@ int admin_map_put(mg_router *r, const uint64_t *meta_nodes, uint32_t n, uint64_t
 int admin_node_call(mg_router *r, uint64_t node, int op, uint64_t group, const admin_buf *body,
                     unsigned timeout_ms, mg_client_reply *out, mg_error *err);
 
-/* The replica of `group` among `nodes` that leads it (a BARRIER answered),
- * polling until timeout_ms. MG_EUNAVAIL "group G has no leader" after it. */
+/* The replica of `group` among `nodes` that leads it (a BARRIER answered;
+ * replicas the client is connected to are asked first), polling until
+ * timeout_ms. MG_EUNAVAIL "group G has no leader" after it. */
 int admin_find_leader(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
                       unsigned timeout_ms, uint64_t *leader, mg_error *err);
 
@@ -154,15 +175,31 @@ void admin_view_load(mg_router *r, const mg_cmap *m, admin_view *v);
 void admin_view_free(admin_view *v);
 /* The STATUS entry of `group` on the node at index i, or NULL. */
 const json_t *admin_view_entry(const admin_view *v, size_t i, uint64_t group);
+/* Whether `node` answered STATUS (false for a node not in the map). */
+bool admin_view_up(const admin_view *v, uint64_t node);
 /* The node that leads `group` (a replica reporting "leader", the highest
  * term wins), 0 when none; *entry its STATUS entry. */
 uint64_t admin_view_leader(const admin_view *v, uint64_t group, const json_t **entry);
 
-/* ---- operations (admin_ops.c, admin_copy.c) ------------------------------ */
+/* ---- operations (admin_member.c, admin_copy.c) --------------------------- */
 
 /* Moves group's replica from node `from` to node `to` (the ARCHITECTURE
- * steps, each skipped when already done). */
+ * steps, each skipped when already done). The last step, GROUP_CLOSE with
+ * destroy on `from`, does not wait for a node that is not connected
+ * (ADMIN_GONE_MS) and never fails the move: a node that cannot be reached
+ * keeps the replica's directory (logged), which is no longer in the group's
+ * configuration nor in the map. */
 int admin_move_replica(mg_router *r, uint64_t group, uint64_t from, uint64_t to, mg_error *err);
+
+/* Makes each group of m with more than one replica led by its first replica
+ * (replicas[0]) when that node answers STATUS and does not lead it yet:
+ * GROUP_MEMBER transfer on the current leader. transfers (a JSON array, may
+ * be NULL; borrowed) gets {"group", "from", "to"} for each transfer done.
+ * With best_effort a failure is logged and the other groups are still done
+ * (always MG_OK); otherwise the first failure stops it and is returned with
+ * its message in *err (may be NULL). */
+int admin_balance_leaders(mg_router *r, const mg_cmap *m, bool best_effort, json_t *transfers,
+                          mg_error *err);
 
 /* Totals of one slot move. */
 typedef struct admin_move_stats {

@@ -1,9 +1,10 @@
 /*
- * Admin API: the operations that change the cluster — init, add-node,
- * remove-node, transfer-leader, move-replica, rebalance — and
- * mg_router_init_cluster (router/router.h). Steps as in docs/ARCHITECTURE.md
- * "Cluster: meta group, slot ownership, membership"; each one checks whether
- * it was already done, so an operation that failed can be rerun.
+ * Admin API: the operations that change the cluster's shape — init,
+ * add-node, rebalance — and mg_router_init_cluster (router/router.h); the
+ * operations on a group's members and leadership are in admin_member.c.
+ * Steps as in docs/ARCHITECTURE.md "Cluster: meta group, slot ownership,
+ * membership"; each one checks whether it was already done, so an operation
+ * that failed can be rerun.
  */
 #include "admin.h"
 
@@ -13,36 +14,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- request fields (400 on a bad one) --------------------------------- */
-
-static int body_u64(const json_t *body, const char *key, bool required, uint64_t def,
-                    uint64_t *out, mg_api_resp *resp)
-{
-    const json_t *v = json_object_get(body, key);
-    *out = def;
-    if (v == NULL || json_is_null(v)) {
-        if (!required)
-            return MG_OK;
-        api_fail(resp, 400, "field \"%s\" is required", key);
-        return MG_EINVAL;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        api_fail(resp, 400, "field \"%s\" must be a non-negative integer", key);
-        return MG_EINVAL;
-    }
-    *out = (uint64_t)json_integer_value(v);
-    return MG_OK;
-}
-
-static bool body_object(const mg_api_req *req, mg_api_resp *resp)
-{
-    if (json_is_object(req->json))
-        return true;
-    api_fail(resp, 400, "the body must be a JSON object");
-    return false;
-}
-
 /* ---- init ------------------------------------------------------------------ */
+
+/* Orders each group's replicas so that the first ones — the leaders init
+ * asks for (admin_balance_leaders) and the router's first guess — spread
+ * over the nodes: group by group, the replica put first is, in placement
+ * order, the first of those on a node that is first in the fewest groups so
+ * far. Round-robin placement alone does not spread them when the replica
+ * count shares a factor with the node count (3 replicas on 3 nodes put every
+ * group's first replica on the first node). Rotating keeps the placement
+ * order otherwise. */
+static void spread_first_replicas(mg_cmap *m)
+{
+    uint32_t firsts[MG_CMAP_NODES_MAX] = {0}; /* by index in m->nodes */
+    for (uint32_t gi = 0; gi < m->n_groups; gi++) {
+        mg_cmap_group *g = &m->groups[gi];
+        uint32_t best = 0, best_count = UINT32_MAX;
+        for (uint32_t k = 0; k < g->n_replicas; k++) {
+            size_t ni = (size_t)(mg_cmap_node_get(m, g->replicas[k]) - m->nodes);
+            if (firsts[ni] < best_count) {
+                best = k;
+                best_count = firsts[ni];
+            }
+        }
+        uint64_t rotated[MG_CMAP_REPLICAS_MAX];
+        for (uint32_t k = 0; k < g->n_replicas; k++)
+            rotated[k] = g->replicas[(best + k) % g->n_replicas];
+        memcpy(g->replicas, rotated, g->n_replicas * sizeof *rotated);
+        firsts[mg_cmap_node_get(m, g->replicas[0]) - m->nodes]++;
+    }
+}
 
 /* Creates the cluster on the nodes at `urls`. *already is set when a map
  * exists (MG_EEXIST "cluster already initialized"). *out gets the map. */
@@ -90,6 +91,7 @@ static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas,
     }
     if ((rc = mg_cmap_initial(out, nodes, (uint32_t)n_urls, groups, replicas, err)) != MG_OK)
         goto done;
+    spread_first_replicas(out);
     for (uint32_t gi = 0; gi < out->n_groups && rc == MG_OK; gi++) {
         const mg_cmap_group *g = &out->groups[gi];
         for (uint32_t k = 0; k < g->n_replicas && rc == MG_OK; k++)
@@ -123,9 +125,14 @@ static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas,
         mg_cmap_group_slotset(out, g->id, &owned);
         rc = admin_slots_set(r, out, g->id, g->replicas, g->n_replicas, &owned, err);
     }
-    if (rc == MG_OK)
-        mg_info("admin.init", "cluster initialized: %u nodes, %u data groups, %u replicas",
-                out->n_nodes, groups, replicas);
+    if (rc != MG_OK)
+        goto done;
+    /* Each group led by its first replica, so that one lost node does not
+     * take the leaders of most groups with it. Best effort: a group whose
+     * transfer fails keeps the leader it elected. */
+    admin_balance_leaders(r, out, true, NULL, NULL);
+    mg_info("admin.init", "cluster initialized: %u nodes, %u data groups, %u replicas",
+            out->n_nodes, groups, replicas);
 done:
     free(nodes);
     return rc;
@@ -153,8 +160,9 @@ int mg_router_init_cluster(mg_router *r, uint32_t groups, uint32_t replicas, boo
 void api_admin_init(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
 {
     uint64_t groups, replicas;
-    if (!body_object(req, resp) || body_u64(req->json, "groups", true, 0, &groups, resp) ||
-        body_u64(req->json, "replicas", true, 0, &replicas, resp))
+    if (!admin_body_object(req, resp) ||
+        admin_body_u64(req->json, "groups", true, 0, &groups, resp) ||
+        admin_body_u64(req->json, "replicas", true, 0, &replicas, resp))
         return;
     if (groups < 1 || groups >= MG_CMAP_GROUPS_MAX || replicas < 1 ||
         replicas > MG_CMAP_REPLICAS_MAX) {
@@ -242,7 +250,7 @@ static int add_node_edit(mg_cmap *m, void *arg, bool *changed, mg_error *err)
 
 void api_admin_add_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
 {
-    if (!body_object(req, resp))
+    if (!admin_body_object(req, resp))
         return;
     const json_t *v = json_object_get(req->json, "rpc");
     if (!json_is_string(v) || json_string_length(v) == 0 ||
@@ -267,375 +275,6 @@ void api_admin_add_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     }
     mg_info("admin.add_node", "node %llu at %s", (unsigned long long)info.id, info.rpc);
     api_ok(resp, "node added", admin_node_json(&info));
-}
-
-/* ---- transfer-leader ------------------------------------------------------- */
-
-static int pack_member(admin_buf *b, const char *action, uint64_t id, const char *address)
-{
-    return msgpack_pack_map(&b->pk, address ? 3 : 2) | mg_mp_pack_cstr(&b->pk, "action") |
-           mg_mp_pack_cstr(&b->pk, action) | mg_mp_pack_cstr(&b->pk, "id") |
-           msgpack_pack_uint64(&b->pk, id) |
-           (address ? mg_mp_pack_cstr(&b->pk, "address") | mg_mp_pack_cstr(&b->pk, address)
-                    : 0);
-}
-
-/* GROUP_MEMBER on the group's leader (replicas `nodes`). */
-static int member_call(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t group,
-                       const char *action, uint64_t id, const char *address, unsigned timeout_ms,
-                       mg_error *err)
-{
-    admin_buf b;
-    admin_buf_init(&b);
-    int rc = pack_member(&b, action, id, address) ? mg_error_set(err, MG_ENOMEM, "out of memory")
-                                                  : MG_OK;
-    mg_client_reply rep;
-    if (rc == MG_OK)
-        rc = admin_leader_call(r, nodes, n, group, MG_OP_GROUP_MEMBER, &b, timeout_ms, &rep, err);
-    if (rc == MG_OK)
-        mg_client_reply_free(&rep);
-    admin_buf_free(&b);
-    if (rc != MG_OK)
-        return mg_error_wrap(err, rc, "GROUP_MEMBER %s of node %llu in group %llu", action,
-                             (unsigned long long)id, (unsigned long long)group);
-    return MG_OK;
-}
-
-/* Makes `to` (0: any other replica) lead the group; *leader the result. */
-static int transfer_leader(mg_router *r, const mg_cmap_group *g, uint64_t to, uint64_t *leader,
-                           mg_error *err)
-{
-    int rc = admin_find_leader(r, g->replicas, g->n_replicas, g->id, ADMIN_STEP_MS, leader, err);
-    if (rc != MG_OK)
-        return rc;
-    if (to == 0) {
-        for (uint32_t k = 0; k < g->n_replicas && to == 0; k++)
-            if (g->replicas[k] != *leader)
-                to = g->replicas[k];
-        if (to == 0)
-            return MG_OK; /* one replica: it leads */
-    }
-    if (*leader == to)
-        return MG_OK;
-    rc = member_call(r, g->replicas, g->n_replicas, g->id, "transfer", to, NULL, ADMIN_STEP_MS,
-                     err);
-    if (rc == MG_OK)
-        *leader = to;
-    return rc;
-}
-
-void api_admin_transfer_leader(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    uint64_t group, to;
-    if (!body_object(req, resp) || body_u64(req->json, "group", true, 0, &group, resp) ||
-        body_u64(req->json, "to", false, 0, &to, resp))
-        return;
-    mg_cmap *m = malloc(sizeof *m);
-    if (m == NULL) {
-        api_fail(resp, 500, "out of memory");
-        return;
-    }
-    if (!admin_lock_try(resp)) {
-        free(m);
-        return;
-    }
-    mg_error err = {0};
-    uint64_t leader = 0;
-    int rc = admin_map_read(r, m, &err);
-    const mg_cmap_group *g = rc == MG_OK ? mg_cmap_group_get(m, group) : NULL;
-    if (rc == MG_OK && g == NULL)
-        rc = mg_error_set(&err, MG_ENOTFOUND, "no group %llu", (unsigned long long)group);
-    if (rc == MG_OK && to != 0 && !mg_cmap_group_has(g, to))
-        rc = mg_error_set(&err, MG_EEXIST, "node %llu does not host group %llu",
-                          (unsigned long long)to, (unsigned long long)group);
-    if (rc == MG_OK)
-        rc = transfer_leader(r, g, to, &leader, &err);
-    admin_unlock();
-    free(m);
-    if (rc != MG_OK) {
-        admin_fail(resp, &err);
-        return;
-    }
-    api_ok(resp, "ok",
-           json_pack("{s:I,s:I}", "group", (json_int_t)group, "leader", (json_int_t)leader));
-}
-
-/* ---- move-replica ------------------------------------------------------------ */
-
-typedef struct replica_arg {
-    uint64_t group, node;
-    bool add;
-} replica_arg;
-
-static int replica_edit(mg_cmap *m, void *arg, bool *changed, mg_error *err)
-{
-    const replica_arg *a = arg;
-    const mg_cmap_group *g = mg_cmap_group_get(m, a->group);
-    if (g == NULL)
-        return mg_error_set(err, MG_EBUSY, "group %llu left the map: map changed concurrently",
-                            (unsigned long long)a->group);
-    if (mg_cmap_group_has(g, a->node) == a->add)
-        return MG_OK;
-    int rc = a->add ? mg_cmap_add_replica(m, a->group, a->node, err)
-                    : mg_cmap_remove_replica(m, a->group, a->node, err);
-    if (rc != MG_OK)
-        return mg_error_wrap(err, MG_EEXIST, "%s replica of group %llu on node %llu",
-                             a->add ? "adding" : "removing", (unsigned long long)a->group,
-                             (unsigned long long)a->node);
-    *changed = true;
-    return MG_OK;
-}
-
-static void close_replica(mg_router *r, uint64_t group, uint64_t node)
-{
-    admin_buf b;
-    admin_buf_init(&b);
-    msgpack_pack_map(&b.pk, 1);
-    mg_mp_pack_cstr(&b.pk, "destroy");
-    msgpack_pack_true(&b.pk);
-    mg_client_reply rep;
-    mg_error e = {0};
-    if (admin_node_call(r, node, MG_OP_GROUP_CLOSE, group, &b, ADMIN_STEP_MS, &rep, &e) == MG_OK)
-        mg_client_reply_free(&rep);
-    else /* a node that is down keeps its files until an operator removes them */
-        mg_warn("admin.move_replica", "GROUP_CLOSE of group %llu on node %llu: %s",
-                (unsigned long long)group, (unsigned long long)node, e.msg);
-    admin_buf_free(&b);
-}
-
-int admin_move_replica(mg_router *r, uint64_t group, uint64_t from, uint64_t to, mg_error *err)
-{
-    mg_cmap *m = malloc(sizeof *m);
-    if (m == NULL)
-        return mg_error_set(err, MG_ENOMEM, "out of memory");
-    int rc = admin_map_read(r, m, err);
-    if (rc != MG_OK)
-        goto done;
-    const mg_cmap_group *g = mg_cmap_group_get(m, group);
-    const mg_cmap_node *nb = mg_cmap_node_get(m, to);
-    if (g == NULL || mg_cmap_node_get(m, from) == NULL || nb == NULL) {
-        rc = mg_error_set(err, MG_ENOTFOUND, "%s",
-                          g == NULL ? "no such group" : "no such node in the map");
-        goto done;
-    }
-    if (from == to) {
-        rc = mg_error_set(err, MG_EINVAL, "\"from\" and \"to\" are the same node");
-        goto done;
-    }
-    bool has_from = mg_cmap_group_has(g, from), has_to = mg_cmap_group_has(g, to);
-    if (!has_from && !has_to) {
-        rc = mg_error_set(err, MG_EEXIST, "node %llu does not host group %llu",
-                          (unsigned long long)from, (unsigned long long)group);
-        goto done;
-    }
-    if (has_from && has_to) {
-        rc = mg_error_set(err, MG_EEXIST, "node %llu already hosts group %llu",
-                          (unsigned long long)to, (unsigned long long)group);
-        goto done;
-    }
-    mg_info("admin.move_replica", "group %llu from node %llu to %llu", (unsigned long long)group,
-            (unsigned long long)from, (unsigned long long)to);
-    if (!has_to) {
-        if (nb->state != MG_CMAP_NODE_UP) {
-            rc = mg_error_set(err, MG_EEXIST, "node %llu is being removed",
-                              (unsigned long long)to);
-            goto done;
-        }
-        if (g->n_replicas >= MG_CMAP_REPLICAS_MAX) {
-            rc = mg_error_set(err, MG_EEXIST, "group %llu has %d replicas already",
-                              (unsigned long long)group, MG_CMAP_REPLICAS_MAX);
-            goto done;
-        }
-        mg_client_reply rep;
-        mg_error e = {0};
-        if (admin_node_call(r, to, MG_OP_NODE_INFO, 0, NULL, ADMIN_NODE_MS, &rep, &e) != MG_OK) {
-            rc = mg_error_set(err, MG_EEXIST, "node %llu is not up (%s)", (unsigned long long)to,
-                              e.msg);
-            goto done;
-        }
-        mg_client_reply_free(&rep);
-        char addr[96];
-        if ((rc = mg_cmap_raft_address(nb, group, addr, sizeof addr, err)) != MG_OK)
-            goto done;
-        /* Join on B, add B (the node answers once B caught up), map +B. */
-        if ((rc = admin_group_open(r, m, group, to, NULL, 0, err)) != MG_OK)
-            goto done;
-        rc = member_call(r, g->replicas, g->n_replicas, group, "add", to, addr, ADMIN_CATCHUP_MS,
-                         err);
-        replica_arg add = {.group = group, .node = to, .add = true};
-        if (rc == MG_OK)
-            rc = admin_map_edit(r, replica_edit, &add, m, err);
-        if (rc != MG_OK)
-            goto done;
-        g = mg_cmap_group_get(m, group);
-    }
-    if (has_from) {
-        /* Leadership away from A, remove A, map −A. */
-        uint64_t others[MG_CMAP_REPLICAS_MAX], leader = 0;
-        uint32_t n_others = 0;
-        for (uint32_t k = 0; k < g->n_replicas; k++)
-            if (g->replicas[k] != from)
-                others[n_others++] = g->replicas[k];
-        rc = admin_find_leader(r, g->replicas, g->n_replicas, group, ADMIN_STEP_MS, &leader, err);
-        if (rc == MG_OK && leader == from)
-            rc = member_call(r, g->replicas, g->n_replicas, group, "transfer", to, NULL,
-                             ADMIN_STEP_MS, err);
-        if (rc == MG_OK)
-            rc = member_call(r, others, n_others, group, "remove", from, NULL, ADMIN_STEP_MS,
-                             err);
-        replica_arg del = {.group = group, .node = from, .add = false};
-        if (rc == MG_OK)
-            rc = admin_map_edit(r, replica_edit, &del, m, err);
-        if (rc != MG_OK) {
-            mg_error_wrap(err, rc, "group %llu has a replica on node %llu and still one on "
-                          "node %llu", (unsigned long long)group, (unsigned long long)to,
-                          (unsigned long long)from);
-            goto done;
-        }
-    }
-    close_replica(r, group, from);
-done:
-    free(m);
-    return rc;
-}
-
-void api_admin_move_replica(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    uint64_t group, from, to;
-    if (!body_object(req, resp) || body_u64(req->json, "group", true, 0, &group, resp) ||
-        body_u64(req->json, "from", true, 0, &from, resp) ||
-        body_u64(req->json, "to", true, 0, &to, resp))
-        return;
-    if (!admin_lock_try(resp))
-        return;
-    mg_error err = {0};
-    int rc = admin_move_replica(r, group, from, to, &err);
-    admin_unlock();
-    if (rc != MG_OK) {
-        admin_fail(resp, &err);
-        return;
-    }
-    mg_cmap *m = malloc(sizeof *m);
-    const mg_cmap_group *g = NULL;
-    if (m != NULL) {
-        mg_client_map(r->client, m);
-        g = mg_cmap_group_get(m, group);
-    }
-    json_t *reps = json_array();
-    for (uint32_t k = 0; g != NULL && k < g->n_replicas; k++)
-        json_array_append_new(reps, json_integer((json_int_t)g->replicas[k]));
-    api_ok(resp, "replica moved",
-           json_pack("{s:I,s:o}", "group", (json_int_t)group, "replicas", reps));
-    free(m);
-}
-
-/* ---- remove-node --------------------------------------------------------------- */
-
-static int mark_removing(mg_cmap *m, void *arg, bool *changed, mg_error *err)
-{
-    uint64_t id = *(const uint64_t *)arg;
-    for (uint32_t i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].id == id) {
-            *changed = m->nodes[i].state != MG_CMAP_NODE_REMOVING;
-            m->nodes[i].state = MG_CMAP_NODE_REMOVING;
-            return MG_OK;
-        }
-    return mg_error_set(err, MG_ENOTFOUND, "no node %llu in the map", (unsigned long long)id);
-}
-
-static int drop_node(mg_cmap *m, void *arg, bool *changed, mg_error *err)
-{
-    uint64_t id = *(const uint64_t *)arg;
-    if (mg_cmap_node_get(m, id) == NULL)
-        return MG_OK;
-    int rc = mg_cmap_remove_node(m, id, err);
-    if (rc != MG_OK)
-        return mg_error_wrap(err, MG_EBUSY, "dropping node %llu", (unsigned long long)id);
-    *changed = true;
-    return MG_OK;
-}
-
-/* Where a replica of g on `node` goes: the least-loaded eligible node not
- * hosting g. */
-static int place_away(const mg_cmap *m, const mg_cmap_group *g, uint64_t node, uint64_t *to,
-                      mg_error *err)
-{
-    uint64_t ex[MG_CMAP_REPLICAS_MAX + 1];
-    memcpy(ex, g->replicas, g->n_replicas * sizeof *ex);
-    ex[g->n_replicas] = node;
-    int rc = mg_cmap_place(m, 1, ex, g->n_replicas + 1, to, err);
-    if (rc != MG_OK)
-        return mg_error_wrap(err, MG_EEXIST, "cannot move group %llu's replica off node %llu",
-                             (unsigned long long)g->id, (unsigned long long)node);
-    return MG_OK;
-}
-
-void api_admin_remove_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
-{
-    uint64_t id;
-    if (!body_object(req, resp) || body_u64(req->json, "id", true, 0, &id, resp))
-        return;
-    mg_cmap *m = malloc(sizeof *m), *sim = malloc(sizeof *sim);
-    if (m == NULL || sim == NULL) {
-        free(m);
-        free(sim);
-        api_fail(resp, 500, "out of memory");
-        return;
-    }
-    if (!admin_lock_try(resp)) {
-        free(m);
-        free(sim);
-        return;
-    }
-    mg_error err = {0};
-    json_t *moved = json_array();
-    int rc = admin_map_read(r, m, &err);
-    if (rc == MG_OK && mg_cmap_node_get(m, id) == NULL)
-        rc = mg_error_set(&err, MG_ENOTFOUND, "no node %llu in the map", (unsigned long long)id);
-    /* Every replica must have somewhere to go before anything changes. */
-    if (rc == MG_OK) {
-        *sim = *m;
-        mark_removing(sim, &id, &(bool){false}, &err);
-        for (uint32_t gi = 0; gi < sim->n_groups && rc == MG_OK; gi++) {
-            uint64_t to;
-            mg_cmap_group *g = &sim->groups[gi];
-            if (!mg_cmap_group_has(g, id))
-                continue;
-            rc = place_away(sim, g, id, &to, &err);
-            if (rc == MG_OK)
-                rc = mg_cmap_add_replica(sim, g->id, to, &err);
-        }
-    }
-    if (rc == MG_OK)
-        rc = admin_map_edit(r, mark_removing, &id, m, &err);
-    for (uint32_t gi = 0; rc == MG_OK && gi < m->n_groups; gi++) {
-        const mg_cmap_group *g = &m->groups[gi];
-        if (!mg_cmap_group_has(g, id))
-            continue;
-        uint64_t to, gid = g->id;
-        rc = place_away(m, g, id, &to, &err);
-        if (rc == MG_OK)
-            rc = admin_move_replica(r, gid, id, to, &err);
-        if (rc == MG_OK) {
-            json_array_append_new(moved, json_pack("{s:I,s:I,s:I}", "group", (json_int_t)gid,
-                                                   "from", (json_int_t)id, "to",
-                                                   (json_int_t)to));
-            rc = admin_map_read(r, m, &err); /* the map changed: start over */
-            gi = (uint32_t)-1;
-        }
-    }
-    if (rc == MG_OK)
-        rc = admin_map_edit(r, drop_node, &id, NULL, &err);
-    admin_unlock();
-    free(m);
-    free(sim);
-    if (rc != MG_OK) {
-        json_decref(moved);
-        admin_fail(resp, &err);
-        return;
-    }
-    mg_info("admin.remove_node", "node %llu removed", (unsigned long long)id);
-    api_ok(resp, "node removed", json_pack("{s:o}", "moved", moved));
 }
 
 /* ---- rebalance ------------------------------------------------------------------- */
@@ -739,8 +378,9 @@ static int plan_moves(const mg_cmap *m, uint64_t target, const mg_slotset *expli
 void api_admin_rebalance(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
 {
     uint64_t to_group, replicas;
-    if (!body_object(req, resp) || body_u64(req->json, "to_group", false, 0, &to_group, resp) ||
-        body_u64(req->json, "replicas", false, 0, &replicas, resp))
+    if (!admin_body_object(req, resp) ||
+        admin_body_u64(req->json, "to_group", false, 0, &to_group, resp) ||
+        admin_body_u64(req->json, "replicas", false, 0, &replicas, resp))
         return;
     const json_t *ng = json_object_get(req->json, "new_group");
     if (ng != NULL && !json_is_boolean(ng) && !json_is_null(ng)) {

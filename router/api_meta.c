@@ -55,7 +55,8 @@ static const char search_req[] =
     "\"type\":\"boolean\",\"default\":true},\"pref_top_k\":{\"type\":\"integer\",\"default\":6},"
     "\"search_tool_memory\":{\"type\":\"boolean\",\"default\":true},\"tool_mem_top_k\":{\"type\":"
     "\"integer\",\"default\":6},\"include_skill_memory\":{\"type\":\"boolean\",\"default\":true},"
-    "\"skill_mem_top_k\":{\"type\":\"integer\",\"default\":3}}}";
+    "\"skill_mem_top_k\":{\"type\":\"integer\",\"default\":3},\"consistency\":{\"type\":"
+    "\"string\",\"enum\":[\"leader\",\"strong\",\"follower\"],\"default\":\"leader\"}}}";
 
 static const char search_resp[] =
     "{\"type\":\"object\",\"properties\":{\"text_mem\":" S_BUCKETS ",\"act_mem\":{\"type\":"
@@ -229,6 +230,9 @@ const mg_route mg_routes[] = {
     {"POST", "/admin/rebalance", false, false, true, api_admin_rebalance,
      "Move slots between data groups (optionally to a new group) with writes running",
      admin_rebalance_req, S_OBJ, true},
+    {"POST", "/admin/balance-leaders", false, false, false, api_admin_balance_leaders,
+     "Make each group led by its first replica (leaders spread over the nodes)", NULL, S_OBJ,
+     true},
 };
 const size_t mg_n_routes = sizeof mg_routes / sizeof mg_routes[0];
 

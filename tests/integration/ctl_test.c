@@ -448,6 +448,16 @@ static void test_changes(void **state)
     assert_request("POST", "/admin/transfer-leader", "{\"group\":2,\"to\":3}");
     run_free(&r);
 
+    fake_data("{\"transfers\":[{\"group\":2,\"from\":1,\"to\":3}]}");
+    r = expect_exit(ARGS("ctl", "--router", base, "balance-leaders"), 0);
+    assert_request("POST", "/admin/balance-leaders", "{}");
+    assert_non_null(strstr(r.out, "leadership moved in 1 group:"));
+    run_free(&r);
+    fake_data("{\"transfers\":[]}");
+    r = expect_exit(ARGS("ctl", "--router", base, "balance-leaders", "--json"), 0);
+    assert_non_null(strstr(r.out, "\"transfers\": []"));
+    run_free(&r);
+
     fake_data("{\"group\":2,\"replicas\":[1,3,5]}");
     r = expect_exit(
         ARGS("ctl", "--router", base, "move-replica", "--group", "2", "--from", "4", "--to", "5"),
@@ -590,7 +600,8 @@ static void test_help(void **state)
     run_out r = expect_exit(ARGS("ctl", "--help"), 0);
     static const char *const names[] = {
         "status",   "nodes",       "groups",          "slots",        "stats",    "init",
-        "add-node", "remove-node", "transfer-leader", "move-replica", "rebalance"};
+        "add-node", "remove-node", "transfer-leader", "move-replica", "rebalance",
+        "balance-leaders"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char line[64];
         snprintf(line, sizeof line, "\n  %s ", names[i]);

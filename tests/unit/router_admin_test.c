@@ -4,6 +4,10 @@
  * refusals), status, a cube written before a rebalance to a new group (its
  * memories readable after the slots moved), a move of the new group's
  * replica to another node, and refused operations that change nothing.
+ * Then leadership and dead nodes: after init every group is led by its
+ * first replica and those are spread over the nodes; balance-leaders undoes
+ * a manual transfer; a move-replica and a remove-node whose source node is
+ * stopped complete, and the map forgets the stopped node.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +17,7 @@
 
 #include "lib/cmap.h"
 #include "node/node.h"
+#include "router/admin.h"
 #include "router/router.h"
 
 #include <arpa/inet.h>
@@ -87,9 +92,11 @@ static void node_up(test_node *t, uint64_t id, unsigned base)
         fail_msg("node %llu: %s", (unsigned long long)id, err.msg);
 }
 
+/* Stops the node (when running) and removes its data. */
 static void node_down(test_node *t)
 {
-    mg_node_stop(t->node);
+    if (t->node != NULL)
+        mg_node_stop(t->node);
     t->node = NULL;
     nftw(t->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -382,10 +389,176 @@ static void test_admin(void **state)
         node_down(&nodes[k]);
 }
 
+/* ---- leadership and dead nodes ------------------------------------------------ */
+
+/* group id -> its first replica in the map, for groups 0..n-1. */
+static void first_replicas(unsigned port, json_int_t *first, size_t n)
+{
+    json_t *m = expect(http(port, "/admin/map", NULL), 200, "map");
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(m, "groups"), i, g)
+    {
+        if (jint(g, "id") >= 0 && (size_t)jint(g, "id") < n)
+            first[jint(g, "id")] =
+                json_integer_value(json_array_get(json_object_get(g, "replicas"), 0));
+    }
+    json_decref(m);
+}
+
+/* Waits (5 s at most) until /admin/status shows every group 0..n-1 led by
+ * first[group]; fails naming a group that is not. */
+static void wait_led_by(unsigned port, const json_int_t *first, size_t n)
+{
+    json_int_t group = -1, leader = 0;
+    for (int tries = 0; tries < 50; tries++) {
+        json_t *s = expect(http(port, "/admin/status", NULL), 200, "status");
+        size_t i;
+        json_t *g;
+        group = -1;
+        json_array_foreach(json_object_get(s, "groups"), i, g)
+        {
+            json_int_t id = jint(g, "id");
+            if (group < 0 && id >= 0 && (size_t)id < n && jint(g, "leader") != first[id]) {
+                group = id;
+                leader = jint(g, "leader");
+            }
+        }
+        json_decref(s);
+        if (group < 0)
+            return;
+        usleep(100 * 1000);
+    }
+    fail_msg("group %lld is led by node %lld, not by its first replica %lld", (long long)group,
+             (long long)leader, (long long)first[group]);
+}
+
+/* POST /admin/balance-leaders through the router's HTTP route: the answer's
+ * data, after checking its status. */
+static json_t *balance_leaders(unsigned port)
+{
+    return expect(http(port, "/admin/balance-leaders", ""), 200, "balance-leaders");
+}
+
+/* Whether the map lists node `node` among group's replicas. */
+static bool map_hosts(unsigned port, json_int_t group, json_int_t node)
+{
+    json_t *m = expect(http(port, "/admin/map", NULL), 200, "map");
+    json_t *g = find_group(json_object_get(m, "groups"), group);
+    assert_non_null(g);
+    bool found = false;
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(g, "replicas"), i, x)
+    {
+        found |= json_integer_value(x) == node;
+    }
+    json_decref(m);
+    return found;
+}
+
+static void test_leaders_and_dead_nodes(void **state)
+{
+    (void)state;
+    enum { N = N_NODES + 1, GROUPS = 3 }; /* nodes 1..3 are the seeds; 4 joins later */
+    test_node nodes[N];
+    const char *seeds[N_NODES];
+    unsigned base = free_ports(N * (2 + RAFT_SPAN));
+    for (int i = 0; i < N; i++)
+        node_up(&nodes[i], (uint64_t)i + 1, base + (unsigned)i * (2 + RAFT_SPAN));
+    for (int i = 0; i < N_NODES; i++)
+        seeds[i] = nodes[i].rep;
+    mg_router_config rc;
+    mg_router_config_default(&rc);
+    rc.listen_port = 0;
+    rc.seeds = seeds;
+    rc.n_seeds = N_NODES;
+    rc.embed_dim = 32;
+    rc.workers = 4;
+    mg_router *r;
+    mg_error err = {0};
+    if (mg_router_start(&rc, &r, &err) != MG_OK)
+        fail_msg("router: %s", err.msg);
+    unsigned port = mg_router_port(r);
+
+    /* Init: the groups' first replicas cover every node, and lead. */
+    json_decref(expect(http(port, "/admin/init", "{\"groups\":3,\"replicas\":3}"), 200, "init"));
+    json_int_t first[GROUPS + 1] = {0};
+    first_replicas(port, first, GROUPS + 1);
+    bool is_first[N_NODES + 1] = {false};
+    for (size_t g = 0; g <= GROUPS; g++) {
+        assert_true(first[g] >= 1 && first[g] <= N_NODES);
+        is_first[first[g]] = true;
+    }
+    for (int n = 1; n <= N_NODES; n++)
+        assert_true(is_first[n]);
+    wait_led_by(port, first, GROUPS + 1);
+    json_t *s = expect(http(port, "/admin/status", NULL), 200, "status");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(s, "nodes"), i, e)
+    {
+        assert_true(jint(e, "leaders") >= 1 && jint(e, "leaders") <= 2);
+    }
+    json_decref(s);
+
+    /* Balanced already: nothing to do. */
+    json_t *b = balance_leaders(port);
+    assert_int_equal(json_array_size(json_object_get(b, "transfers")), 0);
+    json_decref(b);
+
+    /* A manual transfer of group 1 away from its first replica; balance-leaders
+     * moves it back. */
+    json_int_t other = first[1] % N_NODES + 1;
+    char body[256];
+    snprintf(body, sizeof body, "{\"group\":1,\"to\":%lld}", (long long)other);
+    json_t *tl = expect(http(port, "/admin/transfer-leader", body), 200, "transfer-leader");
+    assert_int_equal(jint(tl, "leader"), other);
+    json_decref(tl);
+    b = balance_leaders(port);
+    json_t *moves = json_object_get(b, "transfers");
+    assert_int_equal(json_array_size(moves), 1);
+    assert_int_equal(jint(json_array_get(moves, 0), "group"), 1);
+    assert_int_equal(jint(json_array_get(moves, 0), "from"), other);
+    assert_int_equal(jint(json_array_get(moves, 0), "to"), first[1]);
+    json_decref(b);
+    wait_led_by(port, first, GROUPS + 1);
+
+    /* Node 4 joins; node 3 stops. Group 1's replica moves from the stopped
+     * node to node 4 without waiting for it, and the map forgets it there. */
+    snprintf(body, sizeof body, "{\"rpc\":\"%s\"}", nodes[N - 1].rep);
+    json_decref(expect(http(port, "/admin/nodes", body), 200, "add-node"));
+    mg_node_stop(nodes[N_NODES - 1].node);
+    nodes[N_NODES - 1].node = NULL;
+    snprintf(body, sizeof body, "{\"group\":1,\"from\":%d,\"to\":%d}", N_NODES, N);
+    json_t *mv =
+        expect(http(port, "/admin/move-replica", body), 200, "move-replica off a stopped node");
+    assert_int_equal(json_array_size(json_object_get(mv, "replicas")), 3);
+    json_decref(mv);
+    assert_false(map_hosts(port, 1, N_NODES));
+    assert_true(map_hosts(port, 1, N));
+
+    /* remove-node of the stopped node: its other replicas go to node 4. */
+    snprintf(body, sizeof body, "{\"id\":%d}", N_NODES);
+    json_t *rm = expect(http(port, "/admin/nodes/remove", body), 200, "remove a stopped node");
+    assert_int_equal(json_array_size(json_object_get(rm, "moved")), GROUPS);
+    json_decref(rm);
+    for (json_int_t g = 0; g <= GROUPS; g++) {
+        assert_false(map_hosts(port, g, N_NODES));
+        assert_true(map_hosts(port, g, N));
+    }
+    wait_healthy(port);
+
+    mg_router_stop(r);
+    for (int k = 0; k < N; k++)
+        node_down(&nodes[k]);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_admin)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_admin),
+                                       cmocka_unit_test(test_leaders_and_dead_nodes)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;
