@@ -31,6 +31,18 @@ typedef struct slot_pool {
     bool closed;
 } slot_pool;
 
+/* nng's surveyor queues at most 8 surveys per pipe that are waiting to go
+ * on the wire and silently drops the next ones (best-effort broadcast). A
+ * burst of concurrent searches would lose surveys. So the client spreads
+ * surveys over several surveyor sockets (each with its own pipes) and lets
+ * each carry at most SURVEY_INFLIGHT surveys at a time; more wait for a
+ * free place rather than be dropped. */
+#define SURVEY_SOCKETS 4
+
+/* How long a request waits for a connection to its node before the node is
+ * taken as down and the next one is tried (mg_client_run). */
+#define SEND_WAIT_MS 300
+
 /* A node's req socket. nng keeps a request whose connection dropped pending
  * until it can re-send it on a new one (so until the call's deadline when
  * the node died): a pipe-removal notification cancels the requests in flight
@@ -55,19 +67,19 @@ typedef struct node_conn {
     _Atomic bool lost;
     bool lock_init;
     bool sock_open;
+    /* Per surveyor socket: the id of the dialer to the node's survey URL
+     * (0: none), the id of its pipe that is up (0: none) and how many of its
+     * pipes have gone. nng only sends a survey on the pipes up at the time,
+     * so a survey waits for these (survey_connect), and a round stops
+     * waiting for a node whose pipe went (survey_pipe_event). */
+    _Atomic int sdialer[SURVEY_SOCKETS];
+    _Atomic uint32_t spipe[SURVEY_SOCKETS];
+    _Atomic uint64_t sdrops[SURVEY_SOCKETS];
+    /* A survey gave up waiting for a connection on some surveyor and none
+     * has come up since: later surveys do not wait for it again. */
+    _Atomic bool survey_gone;
 } node_conn;
 
-/* nng's surveyor queues at most 8 surveys per pipe that are waiting to go
- * on the wire and silently drops the next ones (best-effort broadcast). A
- * burst of concurrent searches would lose surveys. So the client spreads
- * surveys over several surveyor sockets (each with its own pipes) and lets
- * each carry at most SURVEY_INFLIGHT surveys at a time; more wait for a
- * free place rather than be dropped. */
-#define SURVEY_SOCKETS 4
-
-/* How long a request waits for a connection to its node before the node is
- * taken as down and the next one is tried (mg_client_run). */
-#define SEND_WAIT_MS 300
 #define SURVEY_INFLIGHT 8
 #define SEEDS_MAX 16
 #define NODES_CAP (MG_CMAP_NODES_MAX + SEEDS_MAX)
@@ -75,11 +87,25 @@ typedef struct node_conn {
 #define RETRY_PAUSE_MS 20
 #define PROBE_OPEN_MS 250
 
+struct survey_wait;
+
+/* A surveyor socket's pipe notifications (survey_pipe_event's argument) and
+ * the survey rounds waiting for replies on it. */
+typedef struct survey_watch {
+    mg_client *c;
+    int k;                       /* index of the surveyor socket */
+    pthread_mutex_t lock;        /* rounds, and each round's posted/answered */
+    pthread_cond_t changed;      /* a pipe of this socket came up */
+    struct survey_wait *rounds;
+    bool init;
+} survey_watch;
+
 struct mg_client {
     node_conn *nodes;            /* NODES_CAP entries */
     _Atomic size_t n_nodes;      /* published (release) after the entry is set up */
     pthread_mutex_t nodes_lock;  /* adding nodes, survey dials */
     slot_pool survey[SURVEY_SOCKETS];
+    survey_watch watch[SURVEY_SOCKETS];
     bool survey_open[SURVEY_SOCKETS];
     int survey_inflight[SURVEY_SOCKETS];
     unsigned survey_next;
@@ -297,22 +323,119 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     mg_debug("router.node_dropped", "node=%llu", (unsigned long long)atomic_load(&n->id));
 }
 
+/* A survey round waiting for replies on surveyor socket k (on its
+ * survey_watch's list while it waits). It is settled when every group it
+ * wants is answered, or its node answered for it with an error (a node
+ * replies once to a survey), or it was not sent (no connection to its
+ * node), or it went to a node whose pipe has gone since (sdrops moved past
+ * drops0): nothing more can come for those, so the round ends and
+ * mg_client_search asks again elsewhere at once instead of at the survey
+ * deadline. */
+typedef struct survey_wait {
+    int k;
+    size_t n;
+    const int *assign;           /* node index per group */
+    const bool *answered;        /* these two are read only while posted (the */
+    const bool *heard;           /* caller's thread writes them only while not) */
+    const bool *unreached;
+    const uint64_t *drops0;      /* the node's sdrops[k] before the send */
+    nng_aio *aio;
+    bool posted;                 /* a receive is pending on aio */
+    struct survey_wait *prev, *next;
+} survey_wait;
+
+static bool survey_settled(mg_client *c, const survey_wait *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->answered[i] || w->heard[i] || w->unreached[i])
+            continue;
+        if (atomic_load(&c->nodes[w->assign[i]].sdrops[w->k]) == w->drops0[i])
+            return false;
+    }
+    return true;
+}
+
+/* nng's thread, for every surveyor socket: keeps each node's spipe and
+ * sdrops (a pipe is matched to its node by the dialer that made it) and
+ * wakes the rounds a drop settles by cancelling their receive (which ends
+ * their survey: nothing more is wanted from it). Never blocks: the locks
+ * taken are held only by short sections that do not wait on nng. */
+static void survey_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    survey_watch *sw = arg;
+    mg_client *c = sw->c;
+    int k = sw->k;
+    uint32_t pid = (uint32_t)nng_pipe_id(p);
+    size_t n = nodes_count(c);
+    node_conn *nc = NULL;
+    bool dropped = false;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        int did = nng_dialer_id(nng_pipe_dialer(p));
+        for (size_t i = 0; i < n && did > 0 && nc == NULL; i++)
+            if (atomic_load(&c->nodes[i].sdialer[k]) == did)
+                nc = &c->nodes[i];
+        if (nc == NULL)
+            return;
+        /* A pipe replaced before its removal was reported counts as gone. */
+        dropped = atomic_exchange(&nc->spipe[k], pid) != 0;
+        atomic_store(&nc->survey_gone, false);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        for (size_t i = 0; i < n && nc == NULL; i++) {
+            uint32_t cur = pid;
+            if (atomic_compare_exchange_strong(&c->nodes[i].spipe[k], &cur, 0))
+                nc = &c->nodes[i];
+        }
+        if (nc == NULL)
+            return; /* not a pipe we counted, or replaced already */
+        dropped = true;
+    } else {
+        return;
+    }
+    if (dropped)
+        atomic_fetch_add(&nc->sdrops[k], 1);
+    pthread_mutex_lock(&sw->lock);
+    if (ev == NNG_PIPE_EV_ADD_POST)
+        pthread_cond_broadcast(&sw->changed);
+    for (survey_wait *w = sw->rounds; dropped && w != NULL; w = w->next)
+        if (w->posted && survey_settled(c, w))
+            nng_aio_cancel(w->aio);
+    pthread_mutex_unlock(&sw->lock);
+    if (dropped)
+        mg_debug("router.survey_dropped", "node=%llu socket=%d",
+                 (unsigned long long)atomic_load(&nc->id), k);
+}
+
 /* ---- the node table --------------------------------------------------------- */
 
-/* Dials node n's survey URL on every surveyor (nodes_lock held). */
+/* Dials node n's survey URL on every surveyor that has no dialer to it yet
+ * (nodes_lock held; n published in the table, so that survey_pipe_event
+ * finds it). The dialer's id is stored before it starts: its first pipe may
+ * come up before nng_dialer_start returns. */
 static void survey_dial_locked(mg_client *c, node_conn *n, const char *survey)
 {
     if (n->survey_dialed || survey == NULL || survey[0] == '\0')
         return;
     snprintf(n->survey, sizeof n->survey, "%s", survey);
+    bool all = true;
     for (int k = 0; k < SURVEY_SOCKETS; k++) {
-        int rv = nng_dial(c->survey[k].sock, n->survey, NULL, NNG_FLAG_NONBLOCK);
+        if (atomic_load(&n->sdialer[k]) != 0)
+            continue;
+        nng_dialer d;
+        int rv = nng_dialer_create(&d, c->survey[k].sock, n->survey);
+        if (rv == 0) {
+            atomic_store(&n->sdialer[k], nng_dialer_id(d));
+            rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+            if (rv != 0) {
+                atomic_store(&n->sdialer[k], 0);
+                nng_dialer_close(d);
+            }
+        }
         if (rv != 0) {
             mg_warn("router.dial_failed", "url=%s err=\"%s\"", n->survey, nng_strerror(rv));
-            return;
+            all = false;
         }
     }
-    n->survey_dialed = true;
+    n->survey_dialed = all;
 }
 
 /* Sets up nodes[i] and dials rpc (nodes_lock held). */
@@ -323,6 +446,12 @@ static int node_conn_init(mg_client *c, node_conn *n, uint64_t id, const char *r
     atomic_init(&n->drops, 0);
     atomic_init(&n->pipes, 0);
     atomic_init(&n->lost, false);
+    atomic_init(&n->survey_gone, false);
+    for (int k = 0; k < SURVEY_SOCKETS; k++) {
+        atomic_init(&n->sdialer[k], 0);
+        atomic_init(&n->spipe[k], 0);
+        atomic_init(&n->sdrops[k], 0);
+    }
     snprintf(n->rpc, sizeof n->rpc, "%s", rpc);
     if (pool_init(&n->req) != MG_OK)
         return mg_error_set(err, MG_ENOMEM, "client: mutex");
@@ -399,8 +528,8 @@ static int node_add(mg_client *c, uint64_t id, const char *rpc, const char *surv
         mg_warn("router.node_table", "node %llu: %s", (unsigned long long)id, err.msg);
         return -1;
     }
-    survey_dial_locked(c, nc, survey);
     atomic_store_explicit(&c->n_nodes, n + 1, memory_order_release);
+    survey_dial_locked(c, nc, survey);
     pthread_mutex_unlock(&c->nodes_lock);
     mg_debug("router.node_added", "node=%llu rpc=%s", (unsigned long long)id, rpc);
     return (int)n;
@@ -709,6 +838,35 @@ int mg_client_open(const mg_client_config *cfg, mg_client **out, mg_error *err)
         }
         c->survey_open[k] = true;
         nng_socket_set_size(c->survey[k].sock, NNG_OPT_RECVMAXSZ, 0);
+        /* As the req sockets: a node that comes up is connected within a
+         * few tens of ms (nng's default waits up to 1 s between tries),
+         * which survey_connect waits for. */
+        nng_socket_set_ms(c->survey[k].sock, NNG_OPT_RECONNMINT, 20);
+        nng_socket_set_ms(c->survey[k].sock, NNG_OPT_RECONNMAXT, 500);
+        survey_watch *sw = &c->watch[k];
+        sw->c = c;
+        sw->k = k;
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        if (pthread_mutex_init(&sw->lock, NULL) != 0) {
+            pthread_condattr_destroy(&ca);
+            rc = mg_error_set(err, MG_ENOMEM, "client: mutex");
+            break;
+        }
+        if (pthread_cond_init(&sw->changed, &ca) != 0) {
+            pthread_condattr_destroy(&ca);
+            pthread_mutex_destroy(&sw->lock);
+            rc = mg_error_set(err, MG_ENOMEM, "client: condition variable");
+            break;
+        }
+        pthread_condattr_destroy(&ca);
+        sw->init = true;
+        rv = nng_pipe_notify(c->survey[k].sock, NNG_PIPE_EV_ADD_POST, survey_pipe_event, sw);
+        if (rv == 0)
+            rv = nng_pipe_notify(c->survey[k].sock, NNG_PIPE_EV_REM_POST, survey_pipe_event, sw);
+        if (rv != 0)
+            rc = mg_error_set(err, MG_EUNAVAIL, "client: pipe notify: %s", nng_strerror(rv));
     }
     for (size_t i = 0; rc == MG_OK && i < cfg->n_seeds; i++)
         if (node_add(c, 0, cfg->seeds[i], NULL) < 0)
@@ -738,9 +896,14 @@ void mg_client_close(mg_client *c)
             nng_close(c->survey[k].sock);
     for (size_t i = 0; i < n; i++)
         nng_close(c->nodes[i].req.sock);
-    for (int k = 0; k < SURVEY_SOCKETS; k++)
+    for (int k = 0; k < SURVEY_SOCKETS; k++) {
         if (c->survey_open[k])
             pool_destroy(&c->survey[k]);
+        if (c->watch[k].init) {
+            pthread_cond_destroy(&c->watch[k].changed);
+            pthread_mutex_destroy(&c->watch[k].lock);
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         pool_destroy(&c->nodes[i].req);
         if (c->nodes[i].lock_init)
@@ -1686,40 +1849,117 @@ typedef struct survey_round_args {
     bool follower;          /* add "follower": true (replicas answer from their state) */
     bool *answered;         /* out: a reply covered want[i] */
     bool *heard;            /* out: the assigned node answered for want[i], even with an error */
+    bool *unreached;        /* out: want[i] was not sent: its node had no connection on the
+                             * round's surveyor (survey_connect), or it has no node */
 } survey_round_args;
 
-static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
+static int survey_round_on(mg_client *c, int k, const char *user, mg_client_survey *s,
                            const survey_round_args *a, mg_error *err);
 
-/* One survey round; fills answered[] and heard[] and appends replies. */
+/* One survey round; fills answered[], heard[] and unreached[] and appends
+ * replies. */
 static int survey_round(mg_client *c, const char *user, mg_client_survey *s,
                         const survey_round_args *a, mg_error *err)
 {
     int k = survey_sock_acquire(c);
-    int rc = survey_round_on(c, &c->survey[k], user, s, a, err);
+    int rc = survey_round_on(c, k, user, s, a, err);
     survey_sock_release(c, k);
     return rc;
 }
 
-static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_client_survey *s,
-                           const survey_round_args *a, mg_error *err)
+/* Whether node i may still get a connection on surveyor k soon: dialed
+ * there, not known to be down, and not given up on by an earlier survey. */
+static bool survey_may_connect(mg_client *c, int i, int k)
 {
-    const uint64_t *want = a->want;
-    size_t n_want = a->n_want;
-    bool *answered = a->answered, *heard = a->heard;
-    int rc = MG_OK;
-    slot *sl = pool_get(pool, &rc);
-    if (sl == NULL)
-        return mg_error_set(err, rc, "survey: %s", mg_strerror(rc));
-    nng_msg *m = NULL;
-    if (nng_msg_alloc(&m, 0) != 0) {
-        pool_put(pool, sl);
-        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    node_conn *n = &c->nodes[i];
+    return atomic_load(&n->sdialer[k]) != 0 && !atomic_load(&n->survey_gone) && !node_down(c, i);
+}
+
+/* Waits until every node assigned a group has a pipe on surveyor k, at most
+ * SEND_WAIT_MS: nng sends a survey only on the pipes up at the time, and
+ * right after a map named a node (router start, a node added) its dials are
+ * a few ms from connecting. Then notes each group's node drop count and
+ * marks unreached the groups whose node has no pipe: they are not sent (a
+ * node that did not connect is given up on by later surveys until it
+ * does), and mg_client_search asks another replica at once. */
+static void survey_connect(mg_client *c, int k, const survey_round_args *a, uint64_t *drops0)
+{
+    survey_watch *sw = &c->watch[k];
+    unsigned wait_ms = c->survey_timeout_ms < SEND_WAIT_MS ? c->survey_timeout_ms : SEND_WAIT_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
-    uint64_t rid = atomic_fetch_add(&c->next_rid, 1);
+    pthread_mutex_lock(&sw->lock);
+    for (;;) {
+        bool waiting = false;
+        for (size_t i = 0; i < a->n_want && !waiting; i++) {
+            int ni = a->assign[i];
+            waiting = ni >= 0 && atomic_load(&c->nodes[ni].spipe[k]) == 0 &&
+                      survey_may_connect(c, ni, k);
+        }
+        if (!waiting || pthread_cond_timedwait(&sw->changed, &sw->lock, &until) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&sw->lock);
+    for (size_t i = 0; i < a->n_want; i++) {
+        int ni = a->assign[i];
+        drops0[i] = 0;
+        a->unreached[i] = true;
+        if (ni < 0)
+            continue;
+        node_conn *n = &c->nodes[ni];
+        /* The count first: a pipe that goes after it was read moves it. */
+        drops0[i] = atomic_load(&n->sdrops[k]);
+        a->unreached[i] = atomic_load(&n->spipe[k]) == 0;
+        if (a->unreached[i] && survey_may_connect(c, ni, k)) {
+            atomic_store(&n->survey_gone, true);
+            mg_warn("router.survey_unreached", "node=%llu socket=%d: no connection within %u ms",
+                    (unsigned long long)atomic_load(&n->id), k, wait_ms);
+        }
+    }
+}
+
+static void survey_watch_add(survey_watch *sw, survey_wait *w)
+{
+    pthread_mutex_lock(&sw->lock);
+    w->prev = NULL;
+    w->next = sw->rounds;
+    if (sw->rounds != NULL)
+        sw->rounds->prev = w;
+    sw->rounds = w;
+    pthread_mutex_unlock(&sw->lock);
+}
+
+static void survey_watch_remove(survey_watch *sw, survey_wait *w)
+{
+    pthread_mutex_lock(&sw->lock);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        sw->rounds = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    pthread_mutex_unlock(&sw->lock);
+}
+
+/* Packs and sends the survey of the groups not unreached; *rid gets its id.
+ * The slot's aio is free again on return. */
+static int survey_send(mg_client *c, slot *sl, const char *user, mg_client_survey *s,
+                       const survey_round_args *a, size_t n_sent, uint64_t *rid, mg_error *err)
+{
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, 0) != 0)
+        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    *rid = atomic_fetch_add(&c->next_rid, 1);
     msgpack_packer pk;
     msgpack_packer_init(&pk, m, msg_write);
-    rc = mg_wire_req_begin(&pk, MG_OP_SEARCH, rid, 0, 0, c->survey_timeout_ms, user);
+    int rc = mg_wire_req_begin(&pk, MG_OP_SEARCH, *rid, 0, 0, c->survey_timeout_ms, user);
     if (rc == MG_OK && msgpack_pack_map(&pk, s->n_fields + 1 + (a->follower ? 1 : 0)))
         rc = MG_ENOMEM;
     if (rc == MG_OK && nng_msg_append(m, s->fields, s->fields_len) != 0)
@@ -1727,18 +1967,19 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
     if (rc == MG_OK && a->follower &&
         (mg_mp_pack_cstr(&pk, "follower") || msgpack_pack_true(&pk)))
         rc = MG_ENOMEM;
-    if (rc == MG_OK && (mg_mp_pack_cstr(&pk, "assign") || msgpack_pack_array(&pk, (uint32_t)n_want)))
+    if (rc == MG_OK &&
+        (mg_mp_pack_cstr(&pk, "assign") || msgpack_pack_array(&pk, (uint32_t)n_sent)))
         rc = MG_ENOMEM;
-    for (size_t i = 0; rc == MG_OK && i < n_want; i++) {
-        int ni = a->assign[i];
+    for (size_t i = 0; rc == MG_OK && i < a->n_want; i++) {
+        if (a->unreached[i])
+            continue;
         if (msgpack_pack_map(&pk, 2) || mg_mp_pack_cstr(&pk, "group") ||
-            msgpack_pack_uint64(&pk, want[i]) || mg_mp_pack_cstr(&pk, "node") ||
-            msgpack_pack_uint64(&pk, ni >= 0 ? node_id_at(c, (size_t)ni) : 0))
+            msgpack_pack_uint64(&pk, a->want[i]) || mg_mp_pack_cstr(&pk, "node") ||
+            msgpack_pack_uint64(&pk, node_id_at(c, (size_t)a->assign[i])))
             rc = MG_ENOMEM;
     }
     if (rc != MG_OK) {
         nng_msg_free(m);
-        pool_put(pool, sl);
         return mg_error_set(err, rc, "survey: out of memory");
     }
     nng_ctx_set_ms(sl->ctx, NNG_OPT_SURVEYOR_SURVEYTIME, (nng_duration)c->survey_timeout_ms);
@@ -1749,19 +1990,70 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
     int rv = nng_aio_result(sl->aio);
     if (rv != 0) {
         nng_msg_free(nng_aio_get_msg(sl->aio));
-        pool_put(pool, sl);
         return mg_error_set(err, nng_to_mg(rv), "survey send: %s", nng_strerror(rv));
     }
-    size_t n_answered = 0;
-    for (size_t i = 0; i < n_want; i++)
-        n_answered += answered[i];
-    while (n_answered < n_want) {
-        nng_aio_set_timeout(sl->aio, NNG_DURATION_DEFAULT);
-        nng_ctx_recv(sl->ctx, sl->aio);
+    return MG_OK;
+}
+
+static int survey_round_on(mg_client *c, int k, const char *user, mg_client_survey *s,
+                           const survey_round_args *a, mg_error *err)
+{
+    slot_pool *pool = &c->survey[k];
+    survey_watch *sw = &c->watch[k];
+    const uint64_t *want = a->want;
+    size_t n_want = a->n_want;
+    bool *answered = a->answered, *heard = a->heard;
+    uint64_t drops_local[16];
+    uint64_t *drops0 = n_want <= 16 ? drops_local : calloc(n_want, sizeof *drops0);
+    if (drops0 == NULL)
+        return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+    survey_connect(c, k, a, drops0);
+    size_t n_sent = 0;
+    for (size_t i = 0; i < n_want; i++) {
+        if (!a->unreached[i])
+            n_sent++;
+        else if (a->assign[i] >= 0)
+            snprintf(s->missing_why, sizeof s->missing_why,
+                     "group %llu: no connection to node %llu", (unsigned long long)want[i],
+                     (unsigned long long)node_id_at(c, (size_t)a->assign[i]));
+    }
+    int rc = MG_OK;
+    slot *sl = n_sent > 0 ? pool_get(pool, &rc) : NULL;
+    if (sl == NULL) {
+        if (n_sent > 0)
+            mg_error_set(err, rc, "survey: %s", mg_strerror(rc));
+        goto done;
+    }
+    uint64_t rid = 0;
+    rc = survey_send(c, sl, user, s, a, n_sent, &rid, err);
+    if (rc != MG_OK)
+        goto done_put;
+    survey_wait w = {.k = k, .n = n_want, .assign = a->assign, .answered = answered,
+                     .heard = heard, .unreached = a->unreached, .drops0 = drops0,
+                     .aio = sl->aio};
+    survey_watch_add(sw, &w);
+    int rv = 0;
+    for (;;) {
+        /* Settled (or a receive posted) under the lock: a drop reported after
+         * this check finds the receive and cancels it. */
+        pthread_mutex_lock(&sw->lock);
+        bool settled = survey_settled(c, &w);
+        if (!settled) {
+            w.posted = true;
+            nng_aio_set_timeout(sl->aio, NNG_DURATION_DEFAULT);
+            nng_ctx_recv(sl->ctx, sl->aio);
+        }
+        pthread_mutex_unlock(&sw->lock);
+        if (settled)
+            break;
         nng_aio_wait(sl->aio);
+        pthread_mutex_lock(&sw->lock);
+        w.posted = false;
+        pthread_mutex_unlock(&sw->lock);
         rv = nng_aio_result(sl->aio);
         if (rv != 0)
-            break; /* NNG_ETIMEDOUT at the survey deadline, NNG_ESTATE after it */
+            break; /* NNG_ETIMEDOUT at the survey deadline, NNG_ESTATE after it,
+                    * NNG_ECANCELED when a dropped pipe settled the round */
         mg_client_reply r = {.msg = nng_aio_get_msg(sl->aio)};
         mg_error derr;
         if (mg_wire_rep_decode(nng_msg_body(r.msg), nng_msg_len(r.msg), &r.rep, &derr) != MG_OK ||
@@ -1783,19 +2075,27 @@ static int survey_round_on(mg_client *c, slot_pool *pool, const char *user, mg_c
         mg_client_reply *grown = realloc(s->replies, (s->n_replies + 1) * sizeof *grown);
         if (grown == NULL) {
             mg_client_reply_free(&r);
-            pool_put(pool, sl);
-            return mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+            rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
+            break;
         }
         s->replies = grown;
         s->replies[s->n_replies++] = r;
-        n_answered = 0;
-        for (size_t i = 0; i < n_want; i++)
-            n_answered += answered[i];
     }
+    survey_watch_remove(sw, &w);
+    for (size_t i = 0; rc == MG_OK && i < n_want; i++)
+        if (!answered[i] && !a->unreached[i] &&
+            atomic_load(&c->nodes[a->assign[i]].sdrops[k]) != drops0[i])
+            snprintf(s->missing_why, sizeof s->missing_why,
+                     "group %llu: connection to node %llu lost", (unsigned long long)want[i],
+                     (unsigned long long)node_id_at(c, (size_t)a->assign[i]));
+    if (rc == MG_OK && rv == NNG_ECLOSED)
+        rc = mg_error_set(err, MG_ESHUTDOWN, "survey: router closing");
+done_put:
     pool_put(pool, sl);
-    if (rv == NNG_ECLOSED)
-        return mg_error_set(err, MG_ESHUTDOWN, "survey: router closing");
-    return MG_OK;
+done:
+    if (drops0 != drops_local)
+        free(drops0);
+    return rc;
 }
 
 /* Follower reads: any live replica of the group, in turn. */
@@ -1832,10 +2132,11 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
     bool *answered = calloc(n, sizeof *answered);
     bool *heard = calloc(n, sizeof *heard);
     bool *answered2 = calloc(n, sizeof *answered2);
+    bool *unreached = calloc(n, sizeof *unreached);
     uint64_t *again = calloc(n, sizeof *again);
     int rc = MG_OK;
     if (assign == NULL || assign2 == NULL || answered == NULL || heard == NULL ||
-        answered2 == NULL || again == NULL) {
+        answered2 == NULL || unreached == NULL || again == NULL) {
         rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
         goto done;
     }
@@ -1857,7 +2158,8 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         }
     }
     survey_round_args a1 = {.want = s->groups, .assign = assign, .n_want = n,
-                            .follower = s->follower, .answered = answered, .heard = heard};
+                            .follower = s->follower, .answered = answered, .heard = heard,
+                            .unreached = unreached};
     rc = survey_round(c, user, s, &a1, err);
     if (rc != MG_OK)
         goto done;
@@ -1865,10 +2167,14 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         s->follower_read |= answered[i]; /* asked of any replica */
     /* Round 2, twice at most: groups whose node named another leader are
      * asked there (a leader read); groups whose node did not answer at all
-     * (down, or failing over) are asked of the next replica, which may
-     * answer from its own state ("follower": true; flagged in the survey).
-     * A group whose node answered without a usable hint goes the follower
-     * way too, on that same (live) node. */
+     * (down, or failing over), or that were not sent to it (no connection),
+     * or whose connection to it dropped during the round, are asked of the
+     * next replica, which may answer from its own state ("follower": true;
+     * flagged in the survey). A group whose node answered without a usable
+     * hint goes the follower way too, on that same (live) node, and so does
+     * one that the named leader did not answer either (a round ends as soon
+     * as every node asked has answered, so during an election the named
+     * leader may not lead yet). */
     for (int pass = 0; pass < 2 && rc == MG_OK; pass++) {
         bool follower = pass == 1;
         size_t k = 0;
@@ -1884,10 +2190,10 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
                 leader_moved(c, g, 0, assign[i]);
                 now = leader_pick(c, g, &all_down);
             }
-            if (now < 0)
-                continue; /* no replica in the map: missing */
-            if (hinted == follower)
-                continue;
+            if (now < 0 || (unreached[i] && now == assign[i]))
+                continue; /* no replica in the map, or no other: missing */
+            if (!follower && !hinted)
+                continue; /* the first pass is for hinted groups only */
             again[k] = g;
             assign2[k] = follower && heard[i] && assign[i] >= 0 ? assign[i] : now;
             k++;
@@ -1895,18 +2201,18 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
         if (k == 0)
             continue;
         memset(answered2, 0, k * sizeof *answered2);
-        bool heard2[16];
-        bool *h2 = k <= 16 ? heard2 : calloc(k, sizeof *h2);
+        bool flags2[32];
+        bool *h2 = k <= 16 ? flags2 : calloc(2 * k, sizeof *h2);
         if (h2 == NULL) {
             rc = mg_error_set(err, MG_ENOMEM, "survey: out of memory");
             break;
         }
-        memset(h2, 0, k * sizeof *h2);
+        memset(h2, 0, 2 * k * sizeof *h2);
         survey_round_args a2 = {.want = again, .assign = assign2, .n_want = k,
                                 .follower = follower || s->follower, .answered = answered2,
-                                .heard = h2};
+                                .heard = h2, .unreached = h2 + k};
         rc = survey_round(c, user, s, &a2, err);
-        if (h2 != heard2)
+        if (h2 != flags2)
             free(h2);
         for (size_t j = 0; rc == MG_OK && j < k; j++)
             for (size_t i = 0; i < n; i++)
@@ -1939,6 +2245,7 @@ done:
     free(answered);
     free(heard);
     free(answered2);
+    free(unreached);
     free(again);
     if (rc != MG_OK)
         mg_client_survey_clear(s);

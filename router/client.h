@@ -206,6 +206,19 @@ typedef struct mg_client_survey {
                                  * lead it (may miss the latest writes) */
 } mg_client_survey;
 
+/* Connections: nng sends a survey only on the connections up at the time,
+ * so a survey first waits (at most 300 ms, as a request does) until every
+ * node it assigns a group to is connected, e.g. right after a map named the
+ * node; a group whose node is still not connected is not sent there but
+ * asked of another replica at once (with "follower": true), or listed in
+ * `missing` ("no connection to node N") when there is none. A node that
+ * did not connect is not waited for again until it does. A survey round
+ * ends as soon as nothing more can come: every group answered, or answered
+ * for with an error, or assigned to a node whose connection dropped during
+ * the round (a node that died), so those are asked elsewhere at once rather
+ * than at the survey deadline; the deadline is left for nodes that are
+ * connected but silent. */
+
 /* MG_OK when the survey ran (check n_missing); MG_ENOMEM, MG_ESHUTDOWN,
  * MG_EUNAVAIL for transport failures. */
 int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_error *err);

@@ -4,6 +4,12 @@
  * replaces it (and the cache file, atomically), an older or equal one
  * changes nothing, a broken cache is ignored, and without a map cube calls
  * fail "cluster not initialized" instead of going anywhere.
+ *
+ * Surveys against fake nodes (a respondent thread each, on inproc): a survey
+ * sent before its node's connection is up is held until it is (nng would
+ * send it to nobody), a node that never connects is reported at once, and a
+ * node whose connection drops with the survey in flight has its group asked
+ * of another replica.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,8 +18,14 @@
 #include <cmocka.h>
 
 #include "lib/cmap.h"
+#include "lib/mp.h"
+#include "lib/wire.h"
 #include "router/client.h"
 
+#include <nng/nng.h>
+#include <nng/protocol/survey0/respond.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,11 +227,338 @@ static void test_no_map(void **state)
     assert_string_equal(text, "not a map");
 }
 
+/* ---- surveys against fake nodes ------------------------------------------ */
+
+/* The survey deadline of these tests: long, so that a survey lost on the
+ * way would show as a second (follower) survey or as "no answer", not as a
+ * test that merely takes a while. */
+#define LONG_SURVEY_MS 5000
+
+/* A node's survey side: answers every survey that assigns it groups with
+ * those groups (no hits), or, with drop_first, closes its socket on the
+ * first one instead (the node died with the survey in flight). */
+typedef struct fake_node {
+    uint64_t id;
+    char url[64];
+    unsigned listen_after_ms; /* 0: listening before the thread starts */
+    bool drop_first;
+    nng_socket sock;
+    bool listening;
+    pthread_t th;
+    atomic_bool stop;
+    atomic_int surveys;          /* surveys that assigned it a group */
+    atomic_int follower_surveys; /* ... with "follower": true */
+    atomic_int bad;              /* surveys that did not decode, replies not sent */
+} fake_node;
+
+static int fake_write(void *data, const char *buf, size_t len)
+{
+    return nng_msg_append((nng_msg *)data, buf, len) == 0 ? 0 : -1;
+}
+
+/* The fake's thread does not use cmocka's asserts (they jump to the test's
+ * thread): problems are counted in `bad`, which the tests check is 0. */
+static bool fake_listen(fake_node *f)
+{
+    if (nng_respondent0_open(&f->sock) != 0)
+        return false;
+    if (nng_listen(f->sock, f->url, NULL, 0) != 0) {
+        nng_close(f->sock);
+        return false;
+    }
+    nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
+    f->listening = true;
+    return true;
+}
+
+/* Reads a SEARCH body: "follower" and the groups "assign" gives node `id`
+ * (at most cap) into groups; how many, or -1 when it does not decode. */
+static int fake_read_survey(const mg_wire_req *req, uint64_t id, uint64_t *groups, size_t cap,
+                            bool *follower)
+{
+    mg_mp_reader r = mg_wire_body(req->body, req->body_len);
+    uint32_t n, m, f;
+    int k = 0;
+    *follower = false;
+    if (mg_mp_read_map(&r, &n) != MG_OK)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (mg_mp_peek_str_eq(&r, "follower")) {
+            mg_mp_skip(&r);
+            if (mg_mp_read_bool(&r, follower) != MG_OK)
+                return -1;
+        } else if (mg_mp_peek_str_eq(&r, "assign")) {
+            mg_mp_skip(&r);
+            if (mg_mp_read_array(&r, &m) != MG_OK)
+                return -1;
+            for (uint32_t j = 0; j < m; j++) {
+                uint64_t group = 0, node = 0;
+                if (mg_mp_read_map(&r, &f) != MG_OK)
+                    return -1;
+                for (uint32_t e = 0; e < f; e++) {
+                    bool is_group = mg_mp_peek_str_eq(&r, "group");
+                    mg_mp_skip(&r);
+                    if (mg_mp_read_u64(&r, is_group ? &group : &node) != MG_OK)
+                        return -1;
+                }
+                if (node == id && (size_t)k < cap)
+                    groups[k++] = group;
+            }
+        } else if (mg_mp_skip(&r) != MG_OK || mg_mp_skip(&r) != MG_OK) {
+            return -1;
+        }
+    }
+    return k;
+}
+
+/* The reply of a node that answers for `groups` (no hits). */
+static nng_msg *fake_reply(uint64_t rid, const uint64_t *groups, int k)
+{
+    nng_msg *rep;
+    if (nng_msg_alloc(&rep, 0) != 0)
+        return NULL;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, rep, fake_write);
+    int rc = mg_wire_rep_begin(&pk, rid, MG_OK, NULL, 0, NULL, 0);
+    rc |= msgpack_pack_map(&pk, 3) | mg_mp_pack_cstr(&pk, "groups") |
+          msgpack_pack_array(&pk, (uint32_t)k);
+    for (int i = 0; i < k; i++)
+        rc |= msgpack_pack_uint64(&pk, groups[i]);
+    rc |= mg_mp_pack_cstr(&pk, "hits") | msgpack_pack_array(&pk, 0) |
+          mg_mp_pack_cstr(&pk, "missing") | msgpack_pack_array(&pk, 0);
+    if (rc != 0) {
+        nng_msg_free(rep);
+        return NULL;
+    }
+    return rep;
+}
+
+static void *fake_main(void *arg)
+{
+    fake_node *f = arg;
+    if (f->listen_after_ms > 0) {
+        usleep(f->listen_after_ms * 1000u);
+        if (!fake_listen(f)) {
+            atomic_fetch_add(&f->bad, 1);
+            return NULL;
+        }
+    }
+    while (!atomic_load(&f->stop)) {
+        nng_msg *m;
+        if (nng_recvmsg(f->sock, &m, 0) != 0)
+            continue;
+        mg_wire_req req = {0};
+        mg_error err;
+        uint64_t groups[8];
+        bool follower = false;
+        int k = mg_wire_req_decode(nng_msg_body(m), nng_msg_len(m), &req, &err) == MG_OK
+                    ? fake_read_survey(&req, f->id, groups, 8, &follower)
+                    : -1;
+        uint64_t rid = req.rid;
+        nng_msg_free(m);
+        if (k < 0)
+            atomic_fetch_add(&f->bad, 1);
+        if (k <= 0)
+            continue; /* a node stays silent on a survey that gives it nothing */
+        atomic_fetch_add(&f->surveys, 1);
+        if (follower)
+            atomic_fetch_add(&f->follower_surveys, 1);
+        if (f->drop_first) {
+            nng_close(f->sock);
+            f->listening = false;
+            break;
+        }
+        nng_msg *rep = fake_reply(rid, groups, k);
+        if (rep == NULL || nng_sendmsg(f->sock, rep, 0) != 0) {
+            atomic_fetch_add(&f->bad, 1);
+            if (rep != NULL)
+                nng_msg_free(rep);
+        }
+    }
+    return NULL;
+}
+
+static void fake_start(fake_node *f, uint64_t id, const char *url, unsigned listen_after_ms,
+                       bool drop_first)
+{
+    memset(f, 0, sizeof *f);
+    f->id = id;
+    snprintf(f->url, sizeof f->url, "%s", url);
+    f->listen_after_ms = listen_after_ms;
+    f->drop_first = drop_first;
+    atomic_init(&f->stop, false);
+    atomic_init(&f->surveys, 0);
+    atomic_init(&f->follower_surveys, 0);
+    atomic_init(&f->bad, 0);
+    if (listen_after_ms == 0)
+        assert_true(fake_listen(f));
+    assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
+}
+
+/* Stops the thread and checks that it met no problem. */
+static void fake_stop(fake_node *f)
+{
+    atomic_store(&f->stop, true);
+    pthread_join(f->th, NULL);
+    if (f->listening)
+        nng_close(f->sock);
+    assert_int_equal(atomic_load(&f->bad), 0);
+}
+
+/* n nodes (ids 1..n, survey URLs inproc://<tag>-s<id>, rpc URLs nobody
+ * listens on) and one data group with `replicas` replicas. */
+static mg_cmap *make_survey_map(const char *tag, uint32_t n, uint32_t replicas)
+{
+    mg_cmap *m = malloc(sizeof *m);
+    assert_non_null(m);
+    mg_cmap_node nodes[4];
+    memset(nodes, 0, sizeof nodes);
+    for (uint32_t i = 0; i < n; i++) {
+        nodes[i].id = i + 1;
+        snprintf(nodes[i].rpc, sizeof nodes[i].rpc, "inproc://%s-r%u", tag, i + 1);
+        snprintf(nodes[i].survey, sizeof nodes[i].survey, "inproc://%s-s%u", tag, i + 1);
+        snprintf(nodes[i].raft_host, sizeof nodes[i].raft_host, "127.0.0.1");
+        nodes[i].raft_port = 21000 + 100 * i;
+    }
+    mg_error err = {0};
+    if (mg_cmap_initial(m, nodes, n, 1, replicas, &err) != MG_OK)
+        fail_msg("mg_cmap_initial: %s", err.msg);
+    return m;
+}
+
+static mg_client *open_survey_client(const mg_cmap *map)
+{
+    mg_client_config cfg = {.map = map, .call_timeout_ms = 300,
+                            .survey_timeout_ms = LONG_SURVEY_MS};
+    mg_client *c = NULL;
+    mg_error err = {0};
+    if (mg_client_open(&cfg, &c, &err) != MG_OK)
+        fail_msg("mg_client_open: %s", err.msg);
+    return c;
+}
+
+/* What a search of group 1 came to, and what the fake nodes saw of it:
+ * taken before the client and the nodes are shut down, and checked after
+ * (an assert must not leave a fake's thread running on a freed node). */
+typedef struct survey_outcome {
+    int rc;                 /* of mg_client_search (why has its message) */
+    size_t n_replies, n_missing;
+    uint64_t missing0;      /* the first group missing */
+    bool follower_read;
+    char why[256];
+    int surveys[2], follower_surveys[2];
+} survey_outcome;
+
+static survey_outcome search_group1(mg_client *c, fake_node *nodes, size_t n_nodes)
+{
+    static const uint64_t group = 1;
+    mg_client_survey s = {.groups = &group, .n_groups = 1};
+    mg_error err = {0};
+    int rc = mg_client_search(c, "", &s, &err);
+    survey_outcome o = {.rc = rc, .n_replies = s.n_replies, .n_missing = s.n_missing,
+                        .missing0 = s.n_missing > 0 ? s.missing[0] : 0,
+                        .follower_read = s.follower_read};
+    snprintf(o.why, sizeof o.why, "%s", rc == MG_OK ? s.missing_why : err.msg);
+    for (size_t i = 0; i < n_nodes; i++) {
+        o.surveys[i] = atomic_load(&nodes[i].surveys);
+        o.follower_surveys[i] = atomic_load(&nodes[i].follower_surveys);
+    }
+    mg_client_survey_clear(&s);
+    return o;
+}
+
+/* A node that starts listening just after the router took a map naming it
+ * (a router that starts with the cluster, or a node added): the survey waits
+ * for the connection and reaches it the first time, as a leader read (a
+ * survey sent before the connection is up would be lost and the group asked
+ * again of a follower at the deadline). The client waits at most 300 ms for
+ * the connection: on a machine too loaded to connect an inproc pipe within
+ * that, the group is reported missing ("no connection", nothing sent) and
+ * the case is tried again, with a fresh client and node, up to 3 times. */
+static void test_survey_waits_for_connection(void **state)
+{
+    (void)state;
+    survey_outcome o;
+    for (int attempt = 1;; attempt++) {
+        mg_cmap *m = make_survey_map("rc-late", 1, 1);
+        mg_client *c = open_survey_client(m);
+        fake_node node;
+        fake_start(&node, 1, m->nodes[0].survey, 20, false);
+        o = search_group1(c, &node, 1);
+        mg_client_close(c);
+        fake_stop(&node);
+        free(m);
+        bool slow = o.n_missing == 1 && strstr(o.why, "no connection to node 1") != NULL &&
+                    o.surveys[0] == 0;
+        if (!slow)
+            break;
+        if (attempt == 3)
+            fail_msg("no connection to the node within 300 ms, 3 times");
+        print_message("no connection within 300 ms (a loaded machine?): again\n");
+    }
+    assert_int_equal(o.rc, MG_OK);
+    assert_int_equal(o.n_missing, 0);
+    assert_int_equal(o.n_replies, 1);
+    assert_false(o.follower_read);
+    assert_int_equal(o.surveys[0], 1); /* one round: none was lost */
+    assert_int_equal(o.follower_surveys[0], 0);
+}
+
+/* A node that never comes up: its group is reported missing for that
+ * reason (it was never sent), rather than as silent at the deadline. */
+static void test_survey_unconnected_node_missing(void **state)
+{
+    (void)state;
+    mg_cmap *m = make_survey_map("rc-never", 1, 1);
+    mg_client *c = open_survey_client(m);
+    survey_outcome o = search_group1(c, NULL, 0);
+    mg_client_close(c);
+    free(m);
+    assert_int_equal(o.rc, MG_OK);
+    assert_int_equal(o.n_replies, 0);
+    assert_int_equal(o.n_missing, 1);
+    assert_int_equal(o.missing0, 1);
+    assert_non_null(strstr(o.why, "no connection to node 1"));
+}
+
+/* Two replicas: the one asked first dies with the survey in flight (its
+ * connection drops), and the group is asked of the other replica with
+ * "follower": true; nothing is missing. */
+static void test_survey_connection_drop(void **state)
+{
+    (void)state;
+    mg_cmap *m = make_survey_map("rc-drop", 2, 2);
+    const mg_cmap_group *g = mg_cmap_group_get(m, 1);
+    assert_non_null(g);
+    assert_int_equal(g->n_replicas, 2);
+    uint64_t first = g->replicas[0], second = g->replicas[1];
+    fake_node nodes[2];
+    fake_start(&nodes[0], first, m->nodes[first - 1].survey, 0, true);
+    fake_start(&nodes[1], second, m->nodes[second - 1].survey, 0, false);
+    mg_client *c = open_survey_client(m);
+    survey_outcome o = search_group1(c, nodes, 2);
+    mg_client_close(c);
+    fake_stop(&nodes[0]);
+    fake_stop(&nodes[1]);
+    free(m);
+    assert_int_equal(o.rc, MG_OK);
+    assert_int_equal(o.n_missing, 0);
+    assert_int_equal(o.n_replies, 1);
+    assert_true(o.follower_read);
+    assert_int_equal(o.surveys[0], 1);
+    assert_int_equal(o.follower_surveys[0], 0);
+    assert_int_equal(o.surveys[1], 1);
+    assert_int_equal(o.follower_surveys[1], 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_map_routes_and_is_saved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_map, setup, teardown),
+        cmocka_unit_test(test_survey_waits_for_connection),
+        cmocka_unit_test(test_survey_unconnected_node_missing),
+        cmocka_unit_test(test_survey_connection_drop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
