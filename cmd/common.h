@@ -67,9 +67,10 @@ int mg_cmd_models_open(const char *cmd, const mg_embedder_config *ec, const mg_l
  * the command line's (without --config), so the command line wins over the
  * file and the file over the environment. The new argv is malloc'd with its
  * strings and lives until exit (*argv is replaced only when a file was read).
- * MG_EXIT_OK, or MG_EXIT_USAGE / MG_EXIT_FAILURE after printing
- * "memgrid <cmd>: FILE:LINE: why" (unreadable file, malformed line, a key
- * that is not in `known`, a NULL-terminated list of long option names). */
+ * MG_EXIT_OK; MG_EXIT_USAGE after printing "memgrid <cmd>: FILE[:LINE]: why"
+ * for a file that is missing or unreadable, a malformed line or a key that
+ * is not in `known` (a NULL-terminated list of long option names);
+ * MG_EXIT_FAILURE only when out of memory. */
 int mg_cmd_config_expand(const char *cmd, const char *const *known, int *argc, char ***argv);
 
 /* Prints the one "ready" line on stdout and flushes it (scripts wait on it). */

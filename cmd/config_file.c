@@ -116,13 +116,16 @@ static void strip_comment(char *v)
 }
 
 /* Appends the options of `path` to a; MG_EXIT_OK, else an exit code after
- * printing "memgrid <cmd>: FILE[:LINE]: why". */
+ * printing "memgrid <cmd>: FILE[:LINE]: why". A file that is missing or
+ * cannot be read is a configuration error like a malformed line
+ * (MG_EXIT_USAGE: restarting will not help, and the systemd units stop
+ * retrying on it); only running out of memory is MG_EXIT_FAILURE. */
 static int read_file(const char *cmd, const char *path, const char *const *known, arg_list *a)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         fprintf(stderr, "memgrid %s: %s: %s\n", cmd, path, strerror(errno));
-        return MG_EXIT_FAILURE;
+        return MG_EXIT_USAGE;
     }
     int code = MG_EXIT_OK;
     char *line = NULL;
@@ -135,7 +138,7 @@ static int read_file(const char *cmd, const char *path, const char *const *known
             if (ferror(f)) {
                 fprintf(stderr, "memgrid %s: %s:%u: %s\n", cmd, path, lineno + 1,
                         strerror(errno ? errno : EIO));
-                code = MG_EXIT_FAILURE;
+                code = MG_EXIT_USAGE;
             }
             break;
         }

@@ -122,7 +122,9 @@ static const ctl_command commands[] = {
      "stage (propose_commit: a write's proposal until applied on the leader; apply: the store\n"
      "apply of one Raft entry; scan: a search's scan). Times in milliseconds from log-linear\n"
      "histograms (under 0.4 % error; max exact), counted since each process started. Only\n"
-     "rows with requests are shown.\n",
+     "rows with requests are shown. An op's REDIRECTS are replies the router re-sends by\n"
+     "design (ENOTLEADER, EWRONGGROUP, EBUSY: the leader is elsewhere, the map was stale, a\n"
+     "new leader is catching up); its errors are the other replies that are not OK.\n",
      CTL_READ_TIMEOUT_S,
      {{NULL}},
      ctl_stats},

@@ -109,6 +109,12 @@ static const char *jlist(const json_t *obj, const char *key, char *buf, size_t c
     return len ? buf : "-";
 }
 
+/* The noun for n things: "1 cube", "2 cubes". */
+static const char *plural(long long n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
 /* The leader column: a node id, "none" for 0. */
 static void cell_leader(table *t, const json_t *g)
 {
@@ -197,8 +203,9 @@ void ctl_print_unhealthy(const json_t *d)
         json_array_foreach(json_object_get(g, "replicas"), j, r)
         {
             if (jint(r, "lag") > 1000) {
-                fprintf(stderr, "%sgroup %lld: node %lld is %lld entries behind", sep,
-                        jint(g, "id"), jint(r, "node"), jint(r, "lag"));
+                fprintf(stderr, "%sgroup %lld: node %lld is %lld %s behind", sep, jint(g, "id"),
+                        jint(r, "node"), jint(r, "lag"),
+                        plural(jint(r, "lag"), "entry", "entries"));
                 sep = "; ";
             }
         }
@@ -303,43 +310,66 @@ static void print_ms(double ms)
         printf(" %9.0f", ms);
 }
 
-static void print_stats_row(const char *name, const json_t *row, bool errors)
+/* The count columns of a stats table besides "count": the endpoints' and
+ * the ops' errors, the ops' redirects (retried by the router by design, not
+ * failures: router/stats.c). Stage rows leave them blank. */
+enum {
+    COLS_NONE = 0,
+    COLS_ERRORS = 1,
+    COLS_REDIRECTS = 2,
+};
+
+static void print_stats_row(const char *name, const json_t *row, unsigned cols, unsigned filled)
 {
     static const char *const keys[] = {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"};
     printf("  %-40s %9lld", name, jint(row, "count"));
-    if (errors)
-        printf(" %7lld", jint(row, "errors"));
-    else
-        printf(" %7s", "");
+    if (cols & COLS_ERRORS) {
+        if (filled & COLS_ERRORS)
+            printf(" %7lld", jint(row, "errors"));
+        else
+            printf(" %7s", "");
+    }
+    if (cols & COLS_REDIRECTS) {
+        if (filled & COLS_REDIRECTS)
+            printf(" %9lld", jint(row, "redirects"));
+        else
+            printf(" %9s", "");
+    }
     for (size_t i = 0; i < 5; i++)
         print_ms(json_number_value(json_object_get(row, keys[i])));
     printf("\n");
 }
 
-static void print_stats_header(const char *title)
+static void print_stats_header(const char *title, unsigned cols)
 {
-    printf("%-42s %9s %7s %9s %9s %9s %9s %9s\n", title, "count", "errors", "p50 ms", "p90 ms",
-           "p99 ms", "p99.9 ms", "max ms");
+    printf("%-42s %9s", title, "count");
+    if (cols & COLS_ERRORS)
+        printf(" %7s", "errors");
+    if (cols & COLS_REDIRECTS)
+        printf(" %9s", "redirects");
+    printf(" %9s %9s %9s %9s %9s\n", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms");
 }
 
 void ctl_print_stats(const ctl_opts *o, const json_t *d)
 {
     const json_t *cl = json_object_get(d, "cluster");
-    printf("router %s: %lld of %lld nodes answered; %lld groups led, %lld memories in %lld "
-           "cubes\n\n",
-           o->router, jint(cl, "nodes_up"), jint(cl, "nodes"), jint(cl, "leaders"),
-           jint(cl, "memories"), jint(cl, "cubes"));
+    long long nodes = jint(cl, "nodes"), leaders = jint(cl, "leaders");
+    long long memories = jint(cl, "memories"), cubes = jint(cl, "cubes");
+    printf("router %s: %lld of %lld %s answered; %lld %s led, %lld %s in %lld %s\n\n", o->router,
+           jint(cl, "nodes_up"), nodes, plural(nodes, "node", "nodes"), leaders,
+           plural(leaders, "group", "groups"), memories, plural(memories, "memory", "memories"),
+           cubes, plural(cubes, "cube", "cubes"));
     const json_t *endpoints = json_object_get(d, "endpoints");
     const json_t *stages = json_object_get(d, "stages");
     size_t i, j;
     const json_t *row, *st;
-    print_stats_header("endpoint (router)");
+    print_stats_header("endpoint (router)", COLS_ERRORS);
     if (json_array_size(endpoints) == 0)
         printf("  (no requests yet)\n");
     json_array_foreach(endpoints, i, row)
     {
         const char *ep = json_string_value(json_object_get(row, "endpoint"));
-        print_stats_row(ep ? ep : "?", row, true);
+        print_stats_row(ep ? ep : "?", row, COLS_ERRORS, COLS_ERRORS);
         json_array_foreach(stages, j, st)
         {
             const char *sep = json_string_value(json_object_get(st, "endpoint"));
@@ -348,27 +378,28 @@ void ctl_print_stats(const ctl_opts *o, const json_t *d)
                 continue;
             char label[64];
             snprintf(label, sizeof label, "  %s", name);
-            print_stats_row(label, st, false);
+            print_stats_row(label, st, COLS_ERRORS, COLS_NONE);
         }
     }
     const json_t *ops = json_object_get(d, "ops");
     printf("\n");
-    print_stats_header("op (nodes, merged)");
+    print_stats_header("op (nodes, merged)", COLS_ERRORS | COLS_REDIRECTS);
     if (json_array_size(ops) == 0)
         printf("  (none)\n");
     json_array_foreach(ops, i, row)
     {
         const char *op = json_string_value(json_object_get(row, "op"));
-        print_stats_row(op ? op : "?", row, true);
+        print_stats_row(op ? op : "?", row, COLS_ERRORS | COLS_REDIRECTS,
+                        COLS_ERRORS | COLS_REDIRECTS);
     }
     const json_t *ns = json_object_get(d, "node_stages");
     if (json_array_size(ns) > 0) {
         printf("\n");
-        print_stats_header("node stage (merged)");
+        print_stats_header("node stage (merged)", COLS_NONE);
         json_array_foreach(ns, i, row)
         {
             const char *name = json_string_value(json_object_get(row, "stage"));
-            print_stats_row(name ? name : "?", row, false);
+            print_stats_row(name ? name : "?", row, COLS_NONE, COLS_NONE);
         }
     }
 }

@@ -7,7 +7,9 @@
 #
 # Environment:
 #   MEMGRID_CLUSTER_DIR   config, data, logs and pid files (default ./memgrid-cluster)
-#   MEMGRID_BASE_PORT     first port (default 7100); the port plan, with B = base:
+#   MEMGRID_BASE_PORT     first port (default 7100; recorded in $DIR/base-port at
+#                         the first start, later runs use the recorded one and
+#                         refuse a different value); the port plan, with B = base:
 #                           router R (1, 2)  HTTP on B + R - 1
 #                           node N (1..9)    rpc B + 20N, survey B + 20N + 1,
 #                                            raft of group G (0..15) on B + 20N + 2 + G
@@ -22,15 +24,16 @@
 # (a restart), waits until `memgrid ctl status` says healthy and a write and a
 # search go through every router, then prints `router http://127.0.0.1:PORT`
 # per router. `stop` signals the processes named in the pid files only
-# (SIGTERM, SIGKILL after 10 s). `status` prints each process's state and
-# `memgrid ctl status`; it exits 0 only when every process runs and the
-# cluster is healthy. `add-node` starts the next node (4, 5, ...) with the same
+# (SIGTERM to the routers then the nodes, then waits for all of them together,
+# SIGKILL after 10 s); it exits 1 when $DIR has no pid file. `status` prints
+# each process's state and `memgrid ctl status`; it exits 0 only when every
+# process runs and the cluster is healthy. `add-node` starts the next node (4, 5, ...) with the same
 # port plan and adds it to the map (`memgrid ctl add-node`); it hosts nothing
 # until move-replica or rebalance places replicas on it.
 set -euo pipefail
 
 DIR=${MEMGRID_CLUSTER_DIR:-./memgrid-cluster}
-BASE=${MEMGRID_BASE_PORT:-7100}
+BASE=${MEMGRID_BASE_PORT:-}
 BIN=${MEMGRID_BIN:-./build/memgrid}
 START_TIMEOUT=${MEMGRID_START_TIMEOUT:-60}
 ELECTION_MS=${MEMGRID_ELECTION_MS:-400}
@@ -40,9 +43,24 @@ REPLICAS_INIT=3
 MAX_NODES=9
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
+# a mistake in the invocation (exit 2): running it again as is will not help
+die_usage() { echo "local-cluster: $*" >&2; exit 2; }
 
+# The base port: the one recorded in $DIR/base-port by the first start (a
+# cluster's configs and URLs depend on it), else MEMGRID_BASE_PORT, else 7100.
+# A MEMGRID_BASE_PORT that contradicts the record is refused, except by `stop`
+# (which needs no port: only the pid files).
+BASE_FILE="$DIR/base-port"
+if [[ -f $BASE_FILE ]]; then
+    stored=$(<"$BASE_FILE")
+    [[ -z $BASE || $BASE == "$stored" || ${1:-} == stop ]] ||
+        die_usage "$DIR was started with base port $stored, not MEMGRID_BASE_PORT=$BASE (unset MEMGRID_BASE_PORT, or use another MEMGRID_CLUSTER_DIR)"
+    BASE=$stored
+    unset stored
+fi
+BASE=${BASE:-7100}
 [[ $BASE =~ ^[0-9]+$ ]] && (( BASE >= 1024 && BASE + 20 * MAX_NODES + 20 <= 65535 )) ||
-    die "MEMGRID_BASE_PORT=$BASE must be a port in 1024..$((65535 - 20 * MAX_NODES - 20))"
+    die_usage "base port $BASE must be a port in 1024..$((65535 - 20 * MAX_NODES - 20))"
 [[ $START_TIMEOUT =~ ^[0-9]+$ ]] || die "MEMGRID_START_TIMEOUT=$START_TIMEOUT is not a number"
 [[ $ELECTION_MS =~ ^[0-9]+$ ]] || die "MEMGRID_ELECTION_MS=$ELECTION_MS is not a number"
 
@@ -183,6 +201,7 @@ cmd_start() {
     command -v curl >/dev/null || die "curl is needed to check that the cluster answers"
     mkdir -p "$DIR"
     DIR=$(cd "$DIR" && pwd)
+    [[ -f $DIR/base-port ]] || echo "$BASE" >"$DIR/base-port"
     local n r epoch
     for n in $(nodes); do
         write_node_config "$n"
@@ -208,30 +227,49 @@ cmd_start() {
     done
 }
 
-stop_one() {
-    local name=$1 pid i
-    pid=$(live_pid "$name")
-    if [[ -z $pid ]]; then
-        rm -f "$DIR/$name.pid"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "local-cluster: $name (pid $pid) did not stop within 10 s: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$DIR/$name.pid"
-    echo "$name stopped"
+# Whether process $1 runs (a zombie, dead but not reaped yet, does not).
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
 }
 
 cmd_stop() {
-    local r n
-    for r in "${ROUTERS[@]}"; do stop_one "router-$r"; done
-    for n in $(nodes); do stop_one "node-$n"; done
+    [[ -d $DIR ]] && compgen -G "$DIR/*.pid" >/dev/null ||
+        die "no cluster in $DIR (no pid files)"
+    local name pid i j alive names=() pids=()
+    # routers first, so that no request reaches a stopping node through them;
+    # everything is signalled before anything is waited for
+    for name in "${ROUTERS[@]/#/router-}" $(nodes | sed 's/^/node-/'); do
+        pid=$(live_pid "$name")
+        if [[ -z $pid ]]; then
+            rm -f "$DIR/$name.pid"
+            continue
+        fi
+        kill -TERM "$pid" 2>/dev/null || true
+        names+=("$name")
+        pids+=("$pid")
+    done
+    (( ${#pids[@]} > 0 )) || { echo "nothing was running"; return 0; }
+    for ((i = 0; i < 100; i++)); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            running "$pid" && { alive=1; break; }
+        done
+        (( alive )) || break
+        sleep 0.1
+    done
+    for j in "${!names[@]}"; do
+        name=${names[$j]}
+        pid=${pids[$j]}
+        if running "$pid"; then
+            echo "local-cluster: $name (pid $pid) did not stop within 10 s: SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$DIR/$name.pid"
+        echo "$name stopped"
+    done
 }
 
 cmd_status() {

@@ -13,8 +13,9 @@
  *   memgrid_router_stage_seconds{endpoint,stage}  add and search: parse, embed,
  *                                                 route, scatter, merge
  *
- * `endpoint` is the route's path ("/product/get_memory/{memory_id}" for the
- * prefix route), "unmatched" for 404/405 answers to unknown paths.
+ * `endpoint` is the route's path, a prefix route's with its parameter
+ * ("/product/get_memory/{memory_id}", "/admin/slots/{cube_id}"), "unmatched"
+ * for 404/405 answers to unknown paths.
  *
  * /metrics renders the router's registry, then memgrid_node_up{node} and each
  * node's registry (fetched with the STATS op) labelled node="<id>". A node
@@ -23,7 +24,10 @@
  *
  * /admin/stats merges the router's and every node's registries (histograms
  * bucket by bucket, counters added) and answers percentiles per endpoint,
- * stage, node op and node stage, plus the nodes' gauges.
+ * stage, node op and node stage, plus the nodes' gauges. A node op's replies
+ * other than OK are "redirects" when the router's client re-sends them by
+ * design (ENOTLEADER, EWRONGGROUP, EBUSY: router/client.h, "Retries"), else
+ * "errors".
  */
 #include "api.h"
 
@@ -68,12 +72,17 @@ static size_t status_index(unsigned status)
     return N_STATUS - 1;
 }
 
-/* The endpoint label of a route (NULL: unmatched) into buf. */
+/* The endpoint label of a route (NULL: unmatched) into buf. A prefix route
+ * is named with its parameter as /openapi.json names it (router/api_meta.c):
+ * the admin one ends with a cube id, the other with a memory id. */
 static const char *endpoint_label(const mg_route *rt, char *buf, size_t cap)
 {
     if (rt == NULL)
         return "unmatched";
-    snprintf(buf, cap, "%s%s", rt->path, rt->prefix ? "{memory_id}" : "");
+    const char *param = "";
+    if (rt->prefix)
+        param = strncmp(rt->path, "/admin/", 7) == 0 ? "{cube_id}" : "{memory_id}";
+    snprintf(buf, cap, "%s%s", rt->path, param);
     return buf;
 }
 
@@ -370,15 +379,18 @@ done:
 static const double quantiles[] = {0.5, 0.9, 0.99, 0.999, 1.0};
 static const char *const quantile_keys[] = {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"};
 
-/* Adds "count", "errors" (0 until add_errors when `errors`), "mean_ms",
- * "p50_ms", ..., "max_ms" of a histogram to row. */
-static void hist_fill(json_t *row, const mg_hist *h, bool errors)
+/* Adds "count", "errors" when `errors` and "redirects" when `redirects` (0
+ * until add_errors fills them: they hold their place in the key order),
+ * "mean_ms", "p50_ms", ..., "max_ms" of a histogram to row. */
+static void hist_fill(json_t *row, const mg_hist *h, bool errors, bool redirects)
 {
     uint64_t q[5];
     mg_hist_quantiles(h, quantiles, 5, q);
     json_object_set_new(row, "count", json_integer((json_int_t)mg_hist_count(h)));
     if (errors)
         json_object_set_new(row, "errors", json_integer(0));
+    if (redirects)
+        json_object_set_new(row, "redirects", json_integer(0));
     json_object_set_new(row, "mean_ms", json_real(mg_hist_mean(h) / 1e6));
     for (size_t i = 0; i < 5; i++)
         json_object_set_new(row, quantile_keys[i], json_real((double)q[i] / 1e6));
@@ -389,12 +401,30 @@ typedef struct stats_doc {
     const mg_metrics *merged;
 } stats_doc;
 
-/* Errors of an endpoint or an op, from the merged counters. */
+/* Node replies that send the router's client to another replica or group,
+ * or back after a pause, and that it re-sends by itself within the call's
+ * deadline (router/client.h, "Retries"): the leader is elsewhere, the map
+ * is stale, a leader just elected is catching up (or a leadership or
+ * membership change is in progress). A call that still fails counts in its
+ * endpoint's errors. */
+static const int redirect_codes[] = {MG_ENOTLEADER, MG_EWRONGGROUP, MG_EBUSY};
+
+static bool is_redirect(const char *status)
+{
+    for (size_t i = 0; i < sizeof redirect_codes / sizeof redirect_codes[0]; i++)
+        if (strcmp(status, mg_errname(redirect_codes[i])) == 0)
+            return true;
+    return false;
+}
+
+/* Errors (and, for ops, redirects) of an endpoint or an op, from the merged
+ * counters. */
 typedef struct error_sum {
     const char *family; /* counter family */
     const char *key;    /* label to match */
     const char *value;
-    uint64_t sum;
+    uint64_t errors;
+    uint64_t redirects;
 } error_sum;
 
 static void sum_errors(const mg_metric_view *v, void *arg)
@@ -406,10 +436,15 @@ static void sum_errors(const mg_metric_view *v, void *arg)
     if (l == NULL || strcmp(l, e->value) != 0)
         return;
     const char *status = mg_metric_label(v, "status");
-    if (strcmp(e->family, "memgrid_node_requests") == 0 && status != NULL &&
-        strcmp(status, "OK") == 0)
-        return;
-    e->sum += mg_counter_get(v->counter);
+    if (strcmp(e->family, "memgrid_node_requests") == 0 && status != NULL) {
+        if (strcmp(status, mg_errname(MG_OK)) == 0)
+            return;
+        if (is_redirect(status)) {
+            e->redirects += mg_counter_get(v->counter);
+            return;
+        }
+    }
+    e->errors += mg_counter_get(v->counter);
 }
 
 static void collect_row(const mg_metric_view *v, void *arg)
@@ -441,29 +476,33 @@ static void collect_row(const mg_metric_view *v, void *arg)
     json_object_set_new(row, k1, json_string(v1));
     if (k2 != NULL)
         json_object_set_new(row, k2, json_string(v2));
-    hist_fill(row, v->hist, into == d->endpoints || into == d->ops);
+    hist_fill(row, v->hist, into == d->endpoints || into == d->ops, into == d->ops);
     json_array_append_new(into, row);
 }
 
-/* The "errors" of each endpoint and op row, once the walk that built them is
- * over (the walk holds the registry's lock). */
+/* The "errors" of each endpoint and op row and the "redirects" of each op
+ * row, once the walk that built them is over (the walk holds the registry's
+ * lock). */
 static void add_errors(const stats_doc *d)
 {
     size_t i;
     json_t *row;
     json_array_foreach(d->endpoints, i, row)
     {
-        error_sum e = {"memgrid_http_errors", "endpoint",
-                       json_string_value(json_object_get(row, "endpoint")), 0};
+        error_sum e = {.family = "memgrid_http_errors",
+                       .key = "endpoint",
+                       .value = json_string_value(json_object_get(row, "endpoint"))};
         mg_metrics_walk(d->merged, sum_errors, &e);
-        json_object_set_new(row, "errors", json_integer((json_int_t)e.sum));
+        json_object_set_new(row, "errors", json_integer((json_int_t)e.errors));
     }
     json_array_foreach(d->ops, i, row)
     {
-        error_sum e = {"memgrid_node_requests", "op", json_string_value(json_object_get(row, "op")),
-                       0};
+        error_sum e = {.family = "memgrid_node_requests",
+                       .key = "op",
+                       .value = json_string_value(json_object_get(row, "op"))};
         mg_metrics_walk(d->merged, sum_errors, &e);
-        json_object_set_new(row, "errors", json_integer((json_int_t)e.sum));
+        json_object_set_new(row, "errors", json_integer((json_int_t)e.errors));
+        json_object_set_new(row, "redirects", json_integer((json_int_t)e.redirects));
     }
 }
 

@@ -289,6 +289,12 @@ static long column_of(const char *text, const char *line_has, const char *word)
     return (long)(w - line);
 }
 
+/* The column just after `word` in the first line of text containing `line_has`. */
+static long column_end(const char *text, const char *line_has, const char *word)
+{
+    return column_of(text, line_has, word) + (long)strlen(word);
+}
+
 /* ---- tests ---------------------------------------------------------------- */
 
 static const char STATUS_HEALTHY[] =
@@ -486,6 +492,68 @@ static void test_changes(void **state)
     run_free(&r);
 }
 
+static void test_stats(void **state)
+{
+    (void)state;
+    static const char stats[] =
+        "{\"endpoints\":[{\"endpoint\":\"/product/add\",\"count\":5,\"errors\":1,"
+        "\"mean_ms\":2.0,\"p50_ms\":1.5,\"p90_ms\":2.5,\"p99_ms\":3.0,\"p999_ms\":3.0,"
+        "\"max_ms\":3.0},"
+        "{\"endpoint\":\"/admin/slots/{cube_id}\",\"count\":1,\"errors\":0,\"mean_ms\":0.5,"
+        "\"p50_ms\":0.5,\"p90_ms\":0.5,\"p99_ms\":0.5,\"p999_ms\":0.5,\"max_ms\":0.5}],"
+        "\"stages\":[{\"endpoint\":\"/product/add\",\"stage\":\"embed\",\"count\":5,"
+        "\"mean_ms\":0.1,\"p50_ms\":0.1,\"p90_ms\":0.1,\"p99_ms\":0.1,\"p999_ms\":0.1,"
+        "\"max_ms\":0.1}],"
+        "\"ops\":[{\"op\":\"meta_get\",\"count\":23,\"errors\":2,\"redirects\":17,"
+        "\"mean_ms\":0.05,\"p50_ms\":0.05,\"p90_ms\":0.09,\"p99_ms\":0.2,\"p999_ms\":0.2,"
+        "\"max_ms\":0.2}],"
+        "\"node_stages\":[{\"stage\":\"apply\",\"count\":21,\"mean_ms\":0.08,"
+        "\"p50_ms\":0.08,\"p90_ms\":0.16,\"p99_ms\":0.39,\"p999_ms\":0.39,\"max_ms\":0.39}],"
+        "\"nodes\":[{\"node\":1,\"up\":true,\"groups\":1,\"leaders\":1,\"memories\":1,"
+        "\"cubes\":1}],"
+        "\"cluster\":{\"nodes\":1,\"nodes_up\":1,\"replicas\":1,\"leaders\":1,"
+        "\"memories\":1,\"cubes\":1}}";
+    fake_data(stats);
+    run_out r = expect_exit(ARGS("ctl", "--router", base, "stats"), 0);
+    assert_request("GET", "/admin/stats", NULL);
+    /* one of each, in the singular */
+    assert_non_null(strstr(r.out, "1 of 1 node answered; 1 group led, 1 memory in 1 cube\n"));
+    /* the ops table has a redirects column after the errors; the numbers end
+     * where their headers end */
+    const char *head = "op (nodes, merged)";
+    assert_true(column_of(r.out, head, "redirects") > column_of(r.out, head, "errors"));
+    assert_int_equal(column_end(r.out, "meta_get", " 2 ") - 1, column_end(r.out, head, "errors"));
+    assert_int_equal(column_end(r.out, "meta_get", "17"), column_end(r.out, head, "redirects"));
+    assert_int_equal(column_end(r.out, "meta_get", "0.050"), column_end(r.out, head, "p50 ms"));
+    assert_int_equal(column_end(r.out, "/product/add", "1.500"),
+                     column_end(r.out, "endpoint (router)", "p50 ms"));
+    /* the other tables have none */
+    const char *ops = strstr(r.out, head);
+    assert_non_null(ops);
+    const char *rd = strstr(r.out, "redirects");
+    assert_true(rd > ops && strstr(rd + 1, "redirects") == NULL);
+    assert_non_null(strstr(r.out, "/admin/slots/{cube_id}"));
+    assert_string_equal(r.err, "");
+    run_free(&r);
+    r = expect_exit(ARGS("ctl", "--router", base, "stats", "--json"), 0);
+    assert_json_out(r.out, stats);
+    run_free(&r);
+
+    /* plural figures, and a node that did not answer */
+    static const char two[] =
+        "{\"endpoints\":[],\"stages\":[],\"ops\":[],\"node_stages\":[],"
+        "\"nodes\":[{\"node\":1,\"up\":true},{\"node\":2,\"up\":false,"
+        "\"error\":\"timed out\"}],"
+        "\"cluster\":{\"nodes\":2,\"nodes_up\":1,\"replicas\":0,\"leaders\":0,"
+        "\"memories\":0,\"cubes\":3}}";
+    fake_data(two);
+    r = expect_exit(ARGS("ctl", "--router", base, "stats"), 0);
+    assert_non_null(strstr(r.out, "1 of 2 nodes answered; 0 groups led, 0 memories in 3 cubes\n"));
+    assert_non_null(strstr(r.out, "(no requests yet)"));
+    assert_non_null(strstr(r.err, "node 2 did not answer (timed out)"));
+    run_free(&r);
+}
+
 static void test_router_errors(void **state)
 {
     (void)state;
@@ -629,9 +697,10 @@ static void test_help(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status),  cmocka_unit_test(test_reads),
-        cmocka_unit_test(test_changes), cmocka_unit_test(test_router_errors),
-        cmocka_unit_test(test_usage),   cmocka_unit_test(test_help),
+        cmocka_unit_test(test_status),        cmocka_unit_test(test_reads),
+        cmocka_unit_test(test_changes),       cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_router_errors), cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,12 +1,14 @@
 /*
  * The router's /metrics and /admin/stats over two nodes, in one process:
- * node 1 hosts groups 0 and 1, node 2 group 2; a router in front of both,
- * which knows the cluster map from its map cache (the meta group holds none:
- * no `ctl init` here) and node 1 as its seed.
- * Every node's series appear labelled by node, /admin/stats merges them
- * (the merged count of an op is the sum of the nodes' counts), and a node
- * that stops reads memgrid_node_up 0 and "up": false while the rest still
- * answers.
+ * node 1 hosts groups 0 and 1, node 2 group 2, and both host group 3 (two
+ * replicas); a router in front of both, which knows the cluster map from its
+ * map cache (the meta group holds none: no `ctl init` here) and node 1 as its
+ * seed. Every node's series appear labelled by node, /admin/stats merges them
+ * (the merged count of an op is the sum of the nodes' counts), the map lists
+ * group 3's follower first so that the router's first request there is
+ * redirected (ENOTLEADER): a "redirect" of its op row, not an "error"; the
+ * prefix routes are labelled with their parameter; and a node that stops
+ * reads memgrid_node_up 0 and "up": false while the rest still answers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,44 +73,85 @@ static unsigned free_run(unsigned n)
     }
 }
 
+#define NODE_GROUPS_MAX 3
+#define GROUP_REPLICAS_MAX 2
+
 typedef struct test_node {
+    uint64_t id;
     char dir[64];
     char rep[64], resp[64];
-    unsigned raft_port; /* group G listens on raft_port + G */
-    char addrs[2][MG_ADDRESS_MAX];
-    mg_group_peer peers[2];
-    mg_node_group groups[2];
+    unsigned raft_port; /* group G listens on raft_port + G (G <= 3) */
+    char addrs[NODE_GROUPS_MAX][MG_ADDRESS_MAX];
+    mg_group_peer peers[NODE_GROUPS_MAX][GROUP_REPLICAS_MAX];
+    mg_node_group groups[NODE_GROUPS_MAX];
+    size_t n_groups;
     mg_node *node;
 } test_node;
 
-static void node_up(test_node *t, uint64_t id, const uint64_t *groups, size_t n)
+/* Picks the node's directory, URLs and raft ports (apart from `other`'s,
+ * when given: neither node listens yet). */
+static void node_plan(test_node *t, uint64_t id, const test_node *other)
 {
+    memset(t, 0, sizeof *t);
+    t->id = id;
     snprintf(t->dir, sizeof t->dir, "/tmp/mg-rstats-XXXXXX");
     assert_non_null(mkdtemp(t->dir));
     snprintf(t->rep, sizeof t->rep, "inproc://rstats-rep-%llu", (unsigned long long)id);
     snprintf(t->resp, sizeof t->resp, "inproc://rstats-resp-%llu", (unsigned long long)id);
-    t->raft_port = free_run(3);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(t->addrs[i], MG_ADDRESS_MAX, "127.0.0.1:%u",
-                 t->raft_port + (unsigned)groups[i]);
-        t->peers[i].id = id; /* raft id = node id */
-        snprintf(t->peers[i].address, MG_ADDRESS_MAX, "%s", t->addrs[i]);
-        t->groups[i] = (mg_node_group){.group_id = groups[i],
-                                       .replica_id = id,
-                                       .address = t->addrs[i],
-                                       .bootstrap = &t->peers[i],
-                                       .n_bootstrap = 1};
+    do
+        t->raft_port = free_run(4);
+    while (other != NULL && t->raft_port + 4 > other->raft_port &&
+           other->raft_port + 4 > t->raft_port);
+}
+
+/* Hosts `group` on t with the replicas (t among them) as its bootstrap. */
+static void node_host(test_node *t, uint64_t group, const test_node *const *replicas, size_t n)
+{
+    size_t i = t->n_groups++;
+    assert_true(i < NODE_GROUPS_MAX && n <= GROUP_REPLICAS_MAX);
+    snprintf(t->addrs[i], MG_ADDRESS_MAX, "127.0.0.1:%u", t->raft_port + (unsigned)group);
+    for (size_t k = 0; k < n; k++) {
+        t->peers[i][k].id = replicas[k]->id; /* raft id = node id */
+        snprintf(t->peers[i][k].address, MG_ADDRESS_MAX, "127.0.0.1:%u",
+                 replicas[k]->raft_port + (unsigned)group);
     }
+    t->groups[i] = (mg_node_group){.group_id = group,
+                                   .replica_id = t->id,
+                                   .address = t->addrs[i],
+                                   .bootstrap = t->peers[i],
+                                   .n_bootstrap = n};
+}
+
+static void node_start(test_node *t)
+{
     mg_node_config cfg = {.data_dir = t->dir,
-                          .node_id = id,
+                          .node_id = t->id,
                           .rep_url = t->rep,
                           .respondent_url = t->resp,
                           .groups = t->groups,
-                          .n_groups = n};
+                          .n_groups = t->n_groups};
     mg_error err = {0};
-    if (mg_node_start(&cfg, &t->node, &err) != MG_OK ||
-        mg_node_wait_ready(t->node, 10000, &err) != MG_OK)
-        fail_msg("node %llu: %s", (unsigned long long)id, err.msg);
+    if (mg_node_start(&cfg, &t->node, &err) != MG_OK)
+        fail_msg("node %llu: %s", (unsigned long long)t->id, err.msg);
+}
+
+static void node_wait(test_node *t)
+{
+    mg_error err = {0};
+    if (mg_node_wait_ready(t->node, 10000, &err) != MG_OK)
+        fail_msg("node %llu: %s", (unsigned long long)t->id, err.msg);
+}
+
+/* The node id of the leader of a hosted group, as t knows it. */
+static uint64_t group_leader(test_node *t, uint64_t group)
+{
+    mg_node_group_status st;
+    for (size_t i = 0; mg_node_group_status_at(t->node, i, &st); i++)
+        if (st.group_id == group)
+            return st.leader_id;
+    fail_msg("group %llu is not hosted on node %llu", (unsigned long long)group,
+             (unsigned long long)t->id);
+    return 0;
 }
 
 static void node_down(test_node *t)
@@ -186,9 +229,11 @@ static void cube_in_group(const mg_cmap *m, uint64_t group, char *out, size_t ca
 }
 
 /* The map of the two nodes: group 0 and 1 on node 1, group 2 on node 2,
- * the first half of the slots to group 1, the rest to group 2; saved where
- * the router loads its map cache from. */
-static void write_map(const test_node *n1, const test_node *n2, const char *path, mg_cmap *m)
+ * group 3 on both (the one that is not its leader first), the slots in
+ * thirds to groups 1, 2 and 3; saved where the router loads its map cache
+ * from. */
+static void write_map(const test_node *n1, const test_node *n2, uint64_t leader3, const char *path,
+                      mg_cmap *m)
 {
     mg_error err = {0};
     mg_cmap_init(m);
@@ -203,8 +248,10 @@ static void write_map(const test_node *n1, const test_node *n2, const char *path
     assert_int_equal(mg_cmap_add_group(m, 0, (const uint64_t[]){1}, 1, &err), MG_OK);
     assert_int_equal(mg_cmap_add_group(m, 1, (const uint64_t[]){1}, 1, &err), MG_OK);
     assert_int_equal(mg_cmap_add_group(m, 2, (const uint64_t[]){2}, 1, &err), MG_OK);
+    const uint64_t follower_first[] = {leader3 == 1 ? 2 : 1, leader3};
+    assert_int_equal(mg_cmap_add_group(m, 3, follower_first, 2, &err), MG_OK);
     for (unsigned s = 0; s < MG_SLOTS; s++)
-        m->slot_group[s] = s < MG_SLOTS / 2 ? 1 : 2;
+        m->slot_group[s] = s < MG_SLOTS / 3 ? 1 : s < 2 * MG_SLOTS / 3 ? 2 : 3;
     m->epoch = 1;
     if (mg_cmap_check(m, &err) != MG_OK)
         fail_msg("map: %s", err.msg);
@@ -218,29 +265,80 @@ static void write_map(const test_node *n1, const test_node *n2, const char *path
     free(buf);
 }
 
-static double op_row(const json_t *stats, const char *op)
+/* A figure ("count", "errors", "redirects") of an op's row; 0 without one. */
+static double op_figure(const json_t *stats, const char *op, const char *key)
 {
     size_t i;
     const json_t *row;
     json_array_foreach(json_object_get(json_object_get(stats, "data"), "ops"), i, row)
     {
         if (strcmp(json_string_value(json_object_get(row, "op")), op) == 0)
-            return json_number_value(json_object_get(row, "count"));
+            return json_number_value(json_object_get(row, key));
     }
     return 0;
+}
+
+static double op_row(const json_t *stats, const char *op)
+{
+    return op_figure(stats, op, "count");
+}
+
+/* The row of an endpoint in /admin/stats, or NULL. */
+static const json_t *endpoint_row(const json_t *stats, const char *endpoint)
+{
+    size_t i;
+    const json_t *row;
+    json_array_foreach(json_object_get(json_object_get(stats, "data"), "endpoints"), i, row)
+    {
+        if (strcmp(json_string_value(json_object_get(row, "endpoint")), endpoint) == 0)
+            return row;
+    }
+    return NULL;
+}
+
+/* An op's replies in a scrape, all nodes: those the router re-sends by
+ * design (*redirects) and the other non-OK ones (*errors). */
+static void scrape_op_replies(const prom_doc *doc, const char *op, double *errors,
+                              double *redirects)
+{
+    *errors = *redirects = 0;
+    for (size_t i = 0; i < doc->n; i++) {
+        const prom_sample *s = &doc->samples[i];
+        const char *o = prom_label(s, "op"), *status = prom_label(s, "status");
+        if (strcmp(s->name, "memgrid_node_requests_total") != 0 || o == NULL ||
+            strcmp(o, op) != 0 || status == NULL || strcmp(status, "OK") == 0)
+            continue;
+        if (strcmp(status, "ENOTLEADER") == 0 || strcmp(status, "EWRONGGROUP") == 0 ||
+            strcmp(status, "EBUSY") == 0)
+            *redirects += s->value;
+        else
+            *errors += s->value;
+    }
 }
 
 static void test_two_nodes(void **state)
 {
     (void)state;
     test_node n1, n2;
-    node_up(&n1, 1, (const uint64_t[]){0, 1}, 2);
-    node_up(&n2, 2, (const uint64_t[]){2}, 1);
+    node_plan(&n1, 1, NULL);
+    node_plan(&n2, 2, &n1);
+    const test_node *both[] = {&n1, &n2};
+    node_host(&n1, 0, both, 1);
+    node_host(&n1, 1, both, 1);
+    node_host(&n1, 3, both, 2);
+    node_host(&n2, 2, both + 1, 1);
+    node_host(&n2, 3, both, 2);
+    node_start(&n1);
+    node_start(&n2);
+    node_wait(&n1);
+    node_wait(&n2);
+    uint64_t leader3 = group_leader(&n1, 3);
+    assert_true(leader3 == 1 || leader3 == 2);
     char cache[96];
     snprintf(cache, sizeof cache, "%s/map.cache", n1.dir);
     mg_cmap *map = malloc(sizeof *map);
     assert_non_null(map);
-    write_map(&n1, &n2, cache, map);
+    write_map(&n1, &n2, leader3, cache, map);
     const char *seeds[] = {n1.rep};
     mg_router_config rc;
     mg_router_config_default(&rc);
@@ -257,9 +355,10 @@ static void test_two_nodes(void **state)
     unsigned port = mg_router_port(r);
     assert_int_equal(mg_router_epoch(r), 1);
 
-    char a[32], b[32], body[256];
+    char a[32], b[32], c3[32], body[256];
     cube_in_group(map, 1, a, sizeof a);
     cube_in_group(map, 2, b, sizeof b);
+    cube_in_group(map, 3, c3, sizeof c3);
     free(map);
     const char *cubes[] = {a, b};
     for (int i = 0; i < 2; i++) {
@@ -303,8 +402,8 @@ static void test_two_nodes(void **state)
     scrape(port, &doc);
     assert_true(prom_sum(&doc, "memgrid_node_up", L("node", "1"), NULL) == 1);
     assert_true(prom_sum(&doc, "memgrid_node_up", L("node", "2"), NULL) == 1);
-    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "1"), NULL) == 2);
-    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "2"), NULL) == 1);
+    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "1"), NULL) == 3);
+    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "2"), NULL) == 2);
     double w1 =
         prom_sum(&doc, "memgrid_node_op_seconds_count", L("node", "1", "op", "write"), NULL);
     double w2 =
@@ -321,9 +420,65 @@ static void test_two_nodes(void **state)
     json_t *st = admin_stats(port);
     const json_t *cl = json_object_get(json_object_get(st, "data"), "cluster");
     assert_int_equal(json_integer_value(json_object_get(cl, "nodes_up")), 2);
-    assert_int_equal(json_integer_value(json_object_get(cl, "leaders")), 3);
+    assert_int_equal(json_integer_value(json_object_get(cl, "leaders")), 4);
     assert_true(op_row(st, "write") == w1 + w2);
     assert_true(op_row(st, "search") == s1 + s2);
+    /* groups 1 and 2 have one replica each: nothing was redirected yet */
+    assert_true(op_figure(st, "write", "redirects") == 0);
+    assert_true(op_figure(st, "cube_get", "redirects") == 0);
+    json_decref(st);
+
+    /* an add to group 3 goes to its follower first (listed first in the
+     * map): ENOTLEADER, re-sent to the leader, and the add succeeds */
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"memory_content\":\"the dog sat on the log\"}", c3);
+    answer ans = http(port, "/product/add", body);
+    assert_int_equal(ans.status, 200);
+    free(ans.body);
+    scrape(port, &doc);
+    assert_true(prom_sum(&doc, "memgrid_node_requests_total",
+                         L("node", leader3 == 1 ? "2" : "1", "status", "ENOTLEADER"), NULL) >= 1);
+    st = admin_stats(port);
+    double redirected = 0;
+    const char *data_ops[] = {"cube_get", "write"};
+    for (int i = 0; i < 2; i++) {
+        /* the row splits the op's non-OK replies as the nodes counted them */
+        double errors, redirects;
+        scrape_op_replies(&doc, data_ops[i], &errors, &redirects);
+        if (op_figure(st, data_ops[i], "errors") != errors ||
+            op_figure(st, data_ops[i], "redirects") != redirects)
+            fail_msg("%s: errors %g redirects %g in /admin/stats, %g and %g in /metrics",
+                     data_ops[i], op_figure(st, data_ops[i], "errors"),
+                     op_figure(st, data_ops[i], "redirects"), errors, redirects);
+        redirected += redirects;
+    }
+    assert_true(redirected >= 1);
+    /* a redirect is not an error of the write (every write succeeded) */
+    assert_true(op_figure(st, "write", "errors") == 0);
+    prom_doc_free(&doc);
+    json_decref(st);
+
+    /* prefix routes are labelled with their own parameter */
+    snprintf(body, sizeof body, "/admin/slots/%s", c3);
+    ans = http(port, body, NULL);
+    assert_int_equal(ans.status, 200);
+    free(ans.body);
+    scrape(port, &doc);
+    assert_true(prom_sum(&doc, "memgrid_http_request_seconds_count",
+                         L("endpoint", "/admin/slots/{cube_id}"), NULL) == 1);
+    size_t matches;
+    prom_sum(&doc, "memgrid_http_requests_total",
+             L("endpoint", "/product/get_memory/{memory_id}", "status", "200"), &matches);
+    assert_int_equal(matches, 1);
+    prom_sum(&doc, "memgrid_http_requests_total", L("endpoint", "/admin/slots/{memory_id}"),
+             &matches);
+    assert_int_equal(matches, 0);
+    prom_doc_free(&doc);
+    st = admin_stats(port);
+    const json_t *slots_row = endpoint_row(st, "/admin/slots/{cube_id}");
+    assert_non_null(slots_row);
+    assert_int_equal(json_integer_value(json_object_get(slots_row, "count")), 1);
+    assert_null(json_object_get(slots_row, "redirects")); /* an ops figure only */
     json_decref(st);
 
     /* node 2 goes away: the rest still answers, and says so */
@@ -335,7 +490,7 @@ static void test_two_nodes(void **state)
     size_t n;
     prom_sum(&doc, "memgrid_node_groups", L("node", "2"), &n);
     assert_int_equal(n, 0);
-    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "1"), NULL) == 2);
+    assert_true(prom_sum(&doc, "memgrid_node_groups", L("node", "1"), NULL) == 3);
     prom_doc_free(&doc);
     assert_true(mg_clock_mono_ns() - t0 < 10000000000ull); /* bounded by the STATS timeout */
     st = admin_stats(port);
