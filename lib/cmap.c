@@ -4,6 +4,8 @@
  */
 #include "cmap.h"
 
+#include "uuid.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +158,11 @@ int mg_cmap_check(const mg_cmap *m, mg_error *err)
     int rc;
     if (m->n_nodes > MG_CMAP_NODES_MAX || m->n_groups > MG_CMAP_GROUPS_MAX)
         return mg_error_set(err, MG_EINVAL, "cluster map: too many nodes or groups");
+    size_t id_len = strnlen(m->cluster, sizeof m->cluster);
+    if (id_len != 0 && !mg_uuid_parse(m->cluster, id_len, NULL))
+        return mg_error_set(err, MG_EINVAL, "cluster map: cluster id \"%.*s\" is not a UUID",
+                            (int)(id_len < sizeof m->cluster ? id_len : sizeof m->cluster - 1),
+                            m->cluster);
     for (uint32_t i = 0; i < m->n_nodes; i++) {
         if ((rc = check_node(&m->nodes[i], err)) != MG_OK)
             return rc;
@@ -467,9 +474,14 @@ static int pack_str_bounded(msgpack_packer *pk, const char *s, size_t cap)
 
 int mg_cmap_pack(msgpack_packer *pk, const mg_cmap *m)
 {
-    int rc = msgpack_pack_map(pk, 5);
+    /* No "cluster" key without an id: such maps encode as older builds wrote
+     * them. */
+    bool has_id = m->cluster[0] != '\0';
+    int rc = msgpack_pack_map(pk, has_id ? 6 : 5);
     rc |= mg_mp_pack_cstr(pk, "v") | msgpack_pack_uint32(pk, MG_CMAP_VERSION);
     rc |= mg_mp_pack_cstr(pk, "epoch") | msgpack_pack_uint64(pk, m->epoch);
+    if (has_id)
+        rc |= mg_mp_pack_cstr(pk, "cluster") | pack_str_bounded(pk, m->cluster, sizeof m->cluster);
     rc |= mg_mp_pack_cstr(pk, "nodes") | msgpack_pack_array(pk, m->n_nodes);
     for (uint32_t i = 0; i < m->n_nodes && rc == 0; i++) {
         const mg_cmap_node *n = &m->nodes[i];
@@ -659,6 +671,11 @@ int mg_cmap_decode(const void *buf, size_t len, mg_cmap *out, mg_error *err)
         } else if (KEY_IS("epoch")) {
             if (mg_mp_read_u64(&r, &out->epoch) != MG_OK)
                 rc = corrupt(err, "epoch");
+        } else if (KEY_IS("cluster")) {
+            if (mg_mp_peek(&r) == MG_MP_NIL)
+                rc = mg_mp_read_nil(&r) == MG_OK ? MG_OK : corrupt(err, "cluster id");
+            else if (mg_mp_read_strcpy(&r, out->cluster, sizeof out->cluster) != MG_OK)
+                rc = corrupt(err, "cluster id");
         } else if (KEY_IS("nodes")) {
             if (have_nodes || mg_mp_read_array(&r, &n) != MG_OK || n > MG_CMAP_NODES_MAX) {
                 rc = corrupt(err, "nodes");

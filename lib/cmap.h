@@ -14,8 +14,15 @@
  *   - node ids and group ids are unique; a group's replica on node N has
  *     raft id N and listens on node N's raft_host:(raft_port + group id).
  *
+ * Cluster identity: `cluster` is the cluster's id, a UUID string made by
+ * `ctl init` (router/admin_ops.c), "" before init. Maps written before ids
+ * existed have none and stay valid: mg_cmap_check accepts "" at any epoch
+ * (requiring it would refuse every stored map and fixture of older builds);
+ * a non-empty id must be a UUID. The first add-node on such a map gives it
+ * one. Nodes record the id they belong to (node/node.h "Membership").
+ *
  * Encoding (msgpack, versioned; readers skip unknown keys):
- *   {"v": 1, "epoch": uint,
+ *   {"v": 1, "epoch": uint, "cluster": str (absent or "" = none),
  *    "nodes":  [{"id": uint, "rpc": str, "survey": str, "raft_host": str,
  *                "raft_port": uint, "state": "up"|"removing"}, ...],
  *    "groups": [{"id": uint, "replicas": [node id, ...]}, ...],
@@ -37,6 +44,7 @@
 #define MG_CMAP_REPLICAS_MAX 7
 #define MG_CMAP_URL_MAX 128
 #define MG_CMAP_HOST_MAX 48
+#define MG_CMAP_CLUSTER_MAX 40 /* a UUID string (36) and its NUL, with room */
 #define MG_CMAP_VERSION 1
 
 enum mg_cmap_node_state {
@@ -61,7 +69,8 @@ typedef struct mg_cmap_group {
 
 /* About 38 KiB: allocate it, do not put it on a small stack. */
 typedef struct mg_cmap {
-    uint64_t epoch;                   /* 0 = no map yet (cluster not initialized) */
+    uint64_t epoch;                    /* 0 = no map yet (cluster not initialized) */
+    char cluster[MG_CMAP_CLUSTER_MAX]; /* the cluster's id (UUID), "" = none (above) */
     mg_cmap_node nodes[MG_CMAP_NODES_MAX];
     uint32_t n_nodes;
     mg_cmap_group groups[MG_CMAP_GROUPS_MAX]; /* sorted by id */
@@ -75,7 +84,8 @@ uint32_t mg_slot_of(const char *cube_id, size_t len);
 /* Zeroes the map (epoch 0, nothing in it). */
 void mg_cmap_init(mg_cmap *m);
 
-/* Checks the rules above: MG_EINVAL with the first broken one in err. */
+/* Checks the rules above (and that `cluster` is "" or a UUID): MG_EINVAL
+ * with the first broken one in err. */
 int mg_cmap_check(const mg_cmap *m, mg_error *err);
 
 /* Lookups: NULL when absent. */
@@ -124,7 +134,7 @@ uint32_t mg_cmap_node_load(const mg_cmap *m, uint64_t node_id);
  * replicas on one node; the slots split evenly in order
  * (group 1 gets the first 4096/n_groups, ...). epoch = 1. MG_EINVAL when
  * replicas > n_nodes, replicas == 0 or > MG_CMAP_REPLICAS_MAX, n_groups == 0
- * or ≥ MG_CMAP_GROUPS_MAX. */
+ * or ≥ MG_CMAP_GROUPS_MAX. The cluster id is left "" (the caller sets it). */
 int mg_cmap_initial(mg_cmap *m, const mg_cmap_node *nodes, uint32_t n_nodes, uint32_t n_groups,
                     uint32_t replicas, mg_error *err);
 

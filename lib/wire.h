@@ -65,9 +65,24 @@
  *   META_GET   {"follower": bool (optional)} to group 0's leader
  *                                            → {"epoch": uint, "map": bin (lib/cmap.h
  *                                               encoding) | nil before `ctl init`}
- *   NODE_INFO  {} to one node                → {"node": uint, "rpc": str, "survey": str,
+ *   NODE_INFO  {"claim": {"cluster": str, "meta": [str, ...]} (optional)} to one node
+ *                                            → {"node": uint, "rpc": str, "survey": str,
  *                                               "raft_host": str, "raft_port": uint,
- *                                               "groups": [uint, ...] (hosted)}
+ *                                               "groups": [uint, ...] (hosted),
+ *                                               "cluster": str | nil (the cluster id the
+ *                                               node belongs to, nil for none),
+ *                                               "meta": [str, ...] (rpc URLs of the nodes
+ *                                               hosting the meta group when the node was
+ *                                               last claimed: hints, maybe stale; empty
+ *                                               for none)}
+ *                                              A claim (a UUID and at most 7 URLs, else
+ *                                              MG_EINVAL) is made durable before the
+ *                                              answer, which then shows it: the node
+ *                                              belonged to no cluster, or to the same
+ *                                              id (the hints are replaced). A node of
+ *                                              another cluster answers MG_EEXIST "node N
+ *                                              belongs to cluster <id>" and keeps its
+ *                                              record (node/node.h "Membership").
  *   GROUP_OPEN {"replica": uint, "address": str, "bootstrap": [{"id": uint,
  *               "address": str}, ...] | nil (join: wait to be added)} to one node
  *                                            → {} ; MG_OK too when already hosted

@@ -1,10 +1,13 @@
 /*
  * The cluster ops (lib/wire.h "Cluster ops"), all internal (user ""):
  *
- *   NODE_INFO     answered on the nng thread from the configuration and the
- *                 table of hosted groups;
+ *   NODE_INFO     answered on the nng thread from the configuration, the
+ *                 table of hosted groups and the membership record; one
+ *                 that carries a claim is applied on a worker (it writes
+ *                 and syncs <data>/cluster) and answered the same way;
  *   META_GET      a worker reads the map from group 0's store;
- *   GROUP_OPEN    decoded on the nng thread, opened on the loop;
+ *   GROUP_OPEN    decoded (and checked against the membership record) on
+ *                 the nng thread, opened on the loop;
  *   GROUP_CLOSE   on the loop, answered once the replica closed;
  *   GROUP_MEMBER  on the loop, on the group's leader, answered from the
  *                 membership change's callback (add/remove) or once the
@@ -20,6 +23,7 @@
 #include "../cluster/meta.h"
 #include "../lib/clock.h"
 #include "../lib/log.h"
+#include "../lib/uuid.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +125,10 @@ static void node_info(node_ctx *c)
     mg_node *n = c->node;
     size_t slots = node_group_slots(n);
     uint64_t *ids = malloc((slots ? slots : 1) * sizeof *ids);
-    if (ids == NULL) {
+    node_membership *rec = malloc(sizeof *rec);
+    if (ids == NULL || rec == NULL) {
+        free(ids);
+        free(rec);
         node_reply_error(c, MG_ENOMEM, "out of memory answering node_info", 0, NULL);
         return;
     }
@@ -129,10 +136,11 @@ static void node_info(node_ctx *c)
     for (size_t i = 0; i < slots; i++)
         if (atomic_load(&n->groups[i].hosted))
             ids[hosted++] = n->groups[i].group_id;
+    node_membership_get(n, rec);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     node_reply_begin(c, &sb, &pk);
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 8);
     mg_mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, n->cfg.node_id);
     mg_mp_pack_cstr(&pk, "rpc");
@@ -147,8 +155,31 @@ static void node_info(node_ctx *c)
     msgpack_pack_array(&pk, hosted);
     for (uint32_t i = 0; i < hosted; i++)
         msgpack_pack_uint64(&pk, ids[i]);
+    mg_mp_pack_cstr(&pk, "cluster");
+    if (rec->cluster[0] != '\0')
+        mg_mp_pack_cstr(&pk, rec->cluster);
+    else
+        msgpack_pack_nil(&pk);
+    mg_mp_pack_cstr(&pk, "meta");
+    msgpack_pack_array(&pk, rec->n_meta);
+    for (uint32_t i = 0; i < rec->n_meta; i++)
+        mg_mp_pack_cstr(&pk, rec->meta[i]);
     free(ids);
+    free(rec);
     node_reply(c, &sb);
+}
+
+/* Worker: applies the NODE_INFO claim, then answers as NODE_INFO. */
+static void node_info_claim_run(node_ctx *c)
+{
+    mg_error err = {0};
+    if (node_expired(c))
+        return;
+    if (node_membership_claim(c->node, c->adm_claim, &err) != MG_OK) {
+        node_reply_err(c, &err);
+        return;
+    }
+    node_info(c);
 }
 
 /* ---- META_GET (worker) -------------------------------------------------- */
@@ -511,6 +542,10 @@ static int open_key(node_ctx *c, mg_mp_reader *key, mg_mp_reader *val, mg_error 
     } else if (mg_mp_peek_str_eq(key, "address")) {
         if (mg_mp_peek(&v) != MG_MP_NIL)
             return read_address(&v, c->adm_address, "group_open: \"address\"", err);
+    } else if (mg_mp_peek_str_eq(key, "cluster")) {
+        if (mg_mp_peek(&v) != MG_MP_NIL &&
+            mg_mp_read_strcpy(&v, c->adm_cluster, sizeof c->adm_cluster) != MG_OK)
+            return mg_error_set(err, MG_EINVAL, "group_open: \"cluster\" must be a cluster id");
     } else if (mg_mp_peek_str_eq(key, "bootstrap")) {
         uint32_t n;
         if (mg_mp_peek(&v) == MG_MP_NIL)
@@ -532,6 +567,57 @@ static int open_key(node_ctx *c, mg_mp_reader *key, mg_mp_reader *val, mg_error 
         c->adm_join = false;
     }
     return MG_OK;
+}
+
+/* NODE_INFO "claim": {"cluster": UUID, "meta": [rpc URL, ...]}. */
+static int read_claim(mg_mp_reader *v, node_membership *claim, mg_error *err)
+{
+    uint32_t n;
+    bool have_id = false;
+    if (mg_mp_read_map(v, &n) != MG_OK)
+        return mg_error_set(err, MG_EINVAL, "node_info: \"claim\" must be a map");
+    for (uint32_t i = 0; i < n; i++) {
+        bool is_id = mg_mp_peek_str_eq(v, "cluster"), is_meta = mg_mp_peek_str_eq(v, "meta");
+        if (mg_mp_skip(v) != MG_OK)
+            return mg_error_set(err, MG_ECORRUPT, "node_info: malformed claim");
+        if (is_id) {
+            if (mg_mp_read_strcpy(v, claim->cluster, sizeof claim->cluster) != MG_OK ||
+                !mg_uuid_parse(claim->cluster, strlen(claim->cluster), NULL))
+                return mg_error_set(err, MG_EINVAL, "node_info: claim \"cluster\" must be a UUID");
+            have_id = true;
+        } else if (is_meta) {
+            uint32_t k;
+            if (mg_mp_read_array(v, &k) != MG_OK || k > MG_CMAP_REPLICAS_MAX)
+                return mg_error_set(err, MG_EINVAL,
+                                    "node_info: claim \"meta\" must list at most %d URLs",
+                                    MG_CMAP_REPLICAS_MAX);
+            for (uint32_t j = 0; j < k; j++)
+                if (mg_mp_read_strcpy(v, claim->meta[j], MG_CMAP_URL_MAX) != MG_OK ||
+                    claim->meta[j][0] == '\0')
+                    return mg_error_set(err, MG_EINVAL,
+                                        "node_info: claim \"meta\" entries are rpc URLs of "
+                                        "1-%d bytes",
+                                        MG_CMAP_URL_MAX - 1);
+            claim->n_meta = k;
+        } else if (mg_mp_skip(v) != MG_OK) {
+            return mg_error_set(err, MG_ECORRUPT, "node_info: malformed claim");
+        }
+    }
+    if (!have_id)
+        return mg_error_set(err, MG_EINVAL, "node_info: a claim needs \"cluster\"");
+    return MG_OK;
+}
+
+static int info_key(node_ctx *c, mg_mp_reader *key, mg_mp_reader *val, mg_error *err)
+{
+    mg_mp_reader v = *val;
+    if (!mg_mp_peek_str_eq(key, "claim") || mg_mp_peek(&v) == MG_MP_NIL)
+        return MG_OK;
+    free(c->adm_claim);
+    c->adm_claim = calloc(1, sizeof *c->adm_claim);
+    if (c->adm_claim == NULL)
+        return mg_error_set(err, MG_ENOMEM, "out of memory decoding node_info");
+    return read_claim(&v, c->adm_claim, err);
 }
 
 static int close_key(node_ctx *c, mg_mp_reader *key, mg_mp_reader *val, mg_error *err)
@@ -576,6 +662,17 @@ static int decode_open(node_ctx *c, mg_error *err)
         return rc;
     if (c->adm_id == 0)
         return mg_error_set(err, MG_EINVAL, "group_open: \"replica\" is required");
+    /* A replica of another cluster's group must not start here: it could
+     * form a second cluster on this node. Checked before "already hosted",
+     * which would otherwise answer the other cluster MG_OK. Without an id on
+     * either side (older routers, serve's node before init) it is allowed. */
+    if (c->adm_cluster[0] != '\0') {
+        node_membership rec;
+        node_membership_get(n, &rec);
+        if (rec.cluster[0] != '\0' && strcmp(rec.cluster, c->adm_cluster) != 0)
+            return mg_error_set(err, MG_EEXIST, "node %llu belongs to cluster %s",
+                                (unsigned long long)n->cfg.node_id, rec.cluster);
+    }
     if (c->adm_address[0] == '\0') { /* the node's own: raft_host:(raft_port + G) */
         if (n->cfg.raft_port == 0 || n->cfg.raft_port + c->env.group > 65535)
             return mg_error_set(err, MG_EINVAL, "group_open: \"address\" is required");
@@ -602,6 +699,9 @@ void node_cluster_clear(node_ctx *c)
     free(c->adm_peers);
     c->adm_peers = NULL;
     c->adm_n_peers = 0;
+    free(c->adm_claim);
+    c->adm_claim = NULL;
+    c->adm_cluster[0] = '\0';
     c->adm_id = 0;
     c->adm_address[0] = '\0';
     c->adm_join = c->adm_destroy = false;
@@ -620,7 +720,13 @@ void node_cluster_start(node_ctx *c)
     }
     switch (c->env.op) {
     case MG_OP_NODE_INFO:
-        node_info(c);
+        rc = body_walk(c, info_key, &err);
+        if (rc != MG_OK)
+            node_reply_err(c, &err);
+        else if (c->adm_claim != NULL)
+            node_worker_post(c->node, c, node_info_claim_run);
+        else
+            node_info(c);
         return;
     case MG_OP_META_GET:
         node_worker_post(c->node, c, meta_get_run);

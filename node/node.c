@@ -1,18 +1,24 @@
 /*
  * The node's lifecycle: configuration, the loop thread that runs the groups,
- * the leader snapshots the loop publishes for the other threads, and the
- * orderly stop.
+ * the leader snapshots the loop publishes for the other threads, the
+ * membership record, and the orderly stop.
  */
 #include "node_internal.h"
 
 #include "../lib/clock.h"
 #include "../lib/log.h"
+#include "../lib/uuid.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_SINGLE_VOTER_ELECTION_MS 50
 #define DEFAULT_WORKERS 2
@@ -100,6 +106,145 @@ bool node_stores_enter(mg_node *n)
 void node_stores_leave(mg_node *n)
 {
     pthread_rwlock_unlock(&n->store_lock);
+}
+
+/* ---- the membership record ---------------------------------------------- */
+
+#define MEMBER_FILE "cluster"
+#define MEMBER_PATH_CAP 4096
+
+int node_file_write_atomic(const char *dir, const char *path, const char *text, mg_error *err)
+{
+    char tmp[MEMBER_PATH_CAP + 8];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return mg_error_set(err, MG_ETOOBIG, "path too long: %s", path);
+    size_t len = strlen(text);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mg_error_set(err, MG_EIO, "creating %s: %s", tmp, strerror(errno));
+    ssize_t w = write(fd, text, len);
+    int saved = errno;
+    if (w != (ssize_t)len || fsync(fd) != 0) {
+        if (w == (ssize_t)len)
+            saved = errno;
+        close(fd);
+        unlink(tmp);
+        return mg_error_set(err, MG_EIO, "writing %s: %s", tmp,
+                            w >= 0 && w != (ssize_t)len ? "short write" : strerror(saved));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        saved = errno;
+        unlink(tmp);
+        return mg_error_set(err, MG_EIO, "renaming %s: %s", tmp, strerror(saved));
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        saved = errno;
+        if (dfd >= 0)
+            close(dfd);
+        return mg_error_set(err, MG_EIO, "syncing %s: %s", dir, strerror(saved));
+    }
+    close(dfd);
+    return MG_OK;
+}
+
+static int member_path(const mg_node *n, char *buf, size_t cap, mg_error *err)
+{
+    int len = snprintf(buf, cap, "%s/%s", n->data_dir, MEMBER_FILE);
+    if (len < 0 || (size_t)len >= cap)
+        return mg_error_set(err, MG_ETOOBIG, "data directory path too long");
+    return MG_OK;
+}
+
+int node_membership_load(mg_node *n, mg_error *err)
+{
+    char path[MEMBER_PATH_CAP];
+    int rc = member_path(n, path, sizeof path, err);
+    if (rc != MG_OK)
+        return rc;
+    struct stat st;
+    if (stat(path, &st) != 0 && errno == ENOENT)
+        return MG_OK; /* belongs to no cluster yet */
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    if (doc == NULL)
+        return mg_error_set(err, MG_ECORRUPT, "%s: %s", path, jerr.text);
+    node_membership rec;
+    memset(&rec, 0, sizeof rec);
+    const json_t *id = json_object_get(doc, "cluster"), *meta = json_object_get(doc, "meta");
+    bool ok = json_is_string(id) &&
+              mg_uuid_parse(json_string_value(id), json_string_length(id), NULL) &&
+              json_is_array(meta) && json_array_size(meta) <= MG_CMAP_REPLICAS_MAX;
+    for (size_t i = 0; ok && i < json_array_size(meta); i++) {
+        const json_t *url = json_array_get(meta, i);
+        ok = json_is_string(url) && json_string_length(url) > 0 &&
+             json_string_length(url) < MG_CMAP_URL_MAX;
+        if (ok)
+            snprintf(rec.meta[rec.n_meta++], MG_CMAP_URL_MAX, "%s", json_string_value(url));
+    }
+    if (ok)
+        snprintf(rec.cluster, sizeof rec.cluster, "%s", json_string_value(id));
+    json_decref(doc);
+    if (!ok)
+        return mg_error_set(err, MG_ECORRUPT,
+                            "%s: {\"cluster\": UUID, \"meta\": [rpc URL, ... (at most %d)]} "
+                            "expected",
+                            path, MG_CMAP_REPLICAS_MAX);
+    pthread_mutex_lock(&n->member_lock);
+    n->member = rec;
+    pthread_mutex_unlock(&n->member_lock);
+    return MG_OK;
+}
+
+void node_membership_get(mg_node *n, node_membership *out)
+{
+    pthread_mutex_lock(&n->member_lock);
+    *out = n->member;
+    pthread_mutex_unlock(&n->member_lock);
+}
+
+/* The record as the file holds it: malloc'd text, or NULL (out of memory). */
+static char *member_text(const node_membership *rec)
+{
+    json_t *meta = json_array();
+    for (uint32_t i = 0; meta != NULL && i < rec->n_meta; i++)
+        json_array_append_new(meta, json_string(rec->meta[i]));
+    json_t *doc = json_pack("{s:s, s:o}", "cluster", rec->cluster, "meta", meta);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return text;
+}
+
+int node_membership_claim(mg_node *n, const node_membership *claim, mg_error *err)
+{
+    char path[MEMBER_PATH_CAP];
+    int rc = member_path(n, path, sizeof path, err);
+    if (rc != MG_OK)
+        return rc;
+    pthread_mutex_lock(&n->member_lock);
+    bool first = n->member.cluster[0] == '\0';
+    if (!first && strcmp(n->member.cluster, claim->cluster) != 0) {
+        rc = mg_error_set(err, MG_EEXIST, "node %llu belongs to cluster %s",
+                          (unsigned long long)n->cfg.node_id, n->member.cluster);
+        goto done;
+    }
+    char *text = member_text(claim);
+    if (text == NULL) {
+        rc = mg_error_set(err, MG_ENOMEM, "out of memory writing %s", path);
+        goto done;
+    }
+    rc = node_file_write_atomic(n->data_dir, path, text, err);
+    free(text);
+    if (rc != MG_OK)
+        goto done;
+    n->member = *claim;
+    if (first)
+        mg_info("node.claimed", "node=%llu cluster=%s meta=%u", (unsigned long long)n->cfg.node_id,
+                claim->cluster, claim->n_meta);
+done:
+    pthread_mutex_unlock(&n->member_lock);
+    return rc;
 }
 
 /* ---- leader snapshots (loop thread) ------------------------------------- */
@@ -338,6 +483,7 @@ static void apply_defaults(mg_node_config *c)
 static void node_free(mg_node *n)
 {
     node_stats_close(n);
+    pthread_mutex_destroy(&n->member_lock);
     pthread_mutex_destroy(&n->q_lock);
     pthread_mutex_destroy(&n->snap_lock);
     pthread_cond_destroy(&n->snap_cond);
@@ -366,6 +512,7 @@ static mg_node *node_alloc(const mg_node_config *cfg)
     else
         mg_group_tunables_default(&n->tunables);
     n->cfg.tunables = &n->tunables;
+    pthread_mutex_init(&n->member_lock, NULL);
     pthread_mutex_init(&n->q_lock, NULL);
     pthread_mutex_init(&n->snap_lock, NULL);
     pthread_cond_init(&n->snap_cond, NULL);
@@ -445,6 +592,8 @@ int mg_node_start(const mg_node_config *cfg, mg_node **out, mg_error *err)
     n->stores_open = true;
 
     if ((rc = mg_host_open(&n->loop, n->data_dir, &n->host, err)) != MG_OK)
+        goto err_loop;
+    if ((rc = node_membership_load(n, err)) != MG_OK)
         goto err_loop;
     mg_host_set_apply_hist(n->host, node_stats_apply_hist(n));
     for (size_t i = 0; i < cfg->n_groups; i++) {

@@ -54,6 +54,23 @@
  * closed while they were in flight MG_ENOTFOUND (reads, searches) or
  * MG_EUNAVAIL (writes already proposed).
  *
+ * Membership: a node belongs to at most one cluster. <data>/cluster holds
+ * {"cluster": UUID, "meta": [rpc URL, ...]} — the id of the cluster (the
+ * map's "cluster", lib/cmap.h) and the rpc URLs of the nodes that hosted the
+ * meta group when it was last claimed (hints for routers whose seeds host
+ * no meta replica). It is read at start (MG_ECORRUPT naming the file when
+ * malformed: the node does not start) and written by a NODE_INFO claim
+ * (lib/wire.h; tmp + fsync + rename + directory fsync, on a worker): no
+ * record yet → the claim becomes it; the same id → the hints are replaced;
+ * another id → MG_EEXIST "node N belongs to cluster <id>", nothing changed.
+ * The node does not check what it hosts: a node with replicas and no record
+ * (data from before records existed, or `serve`'s groups opened before its
+ * init) accepts the claim; refusing such nodes is the admin's job (init).
+ * Nothing removes the record: a node removed from its cluster keeps it (to
+ * reuse the node elsewhere, stop it and delete <data>/cluster, or its whole
+ * data directory). A GROUP_OPEN whose "cluster" differs from the record
+ * answers MG_EEXIST (same message) and opens nothing.
+ *
  * Slot ownership: a cube-scoped request (WRITE commands, CUBE_GET,
  * MEM_GET/LIST/COUNT with a cube, SEARCH cubes) for a cube whose slot the
  * group does not own (mg_fsm_owns) answers MG_EWRONGGROUP with the slot
@@ -61,6 +78,11 @@
  * MG_EWRONGGROUP answers it too (nothing was applied).
  *
  * Wire extensions beyond lib/wire.h (readers skip unknown keys):
+ *   GROUP_OPEN body "cluster": str|nil: the id of the cluster the replica
+ *     belongs to (the admin sends the map's); refused with MG_EEXIST when
+ *     the node's record names another (see Membership), checked before the
+ *     "already hosted" answer; not checked when absent or either side has
+ *     none.
  *   WRITE reply outcome: "op_codes": [uint, ...] (per item/id) when the
  *     command failed in part.
  *   MEM_GET body "vecs": bool (default true); MEM_LIST / MEM_GET / CUBE_* /

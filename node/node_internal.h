@@ -1,6 +1,6 @@
 /*
  * Internals of the node shared by its files: node.c (lifecycle, loop thread,
- * leader snapshots), groups.c (the table of hosted groups, opening and
+ * leader snapshots, the membership record), groups.c (the table of hosted groups, opening and
  * closing replicas at run time, their "replica" files), cluster.c (the
  * cluster ops: META_GET, NODE_INFO, GROUP_OPEN/CLOSE/MEMBER, BARRIER),
  * rpc.c (nng servers, envelope, dispatch, replies), write.c (WRITE on the
@@ -19,6 +19,7 @@
 #define MG_NODE_INTERNAL_H
 
 #include "../cluster/host.h"
+#include "../lib/cmap.h"
 #include "../lib/metrics.h"
 #include "../lib/wire.h"
 #include "node.h"
@@ -55,6 +56,14 @@ typedef struct node_group {
     uint64_t ready_term;   /* term whose barrier applied */
     struct mg_node *node;
 } node_group;
+
+/* ---- the membership record (node.h "Membership") ------------------------ */
+
+typedef struct node_membership {
+    char cluster[MG_CMAP_CLUSTER_MAX];                /* "" = belongs to none */
+    char meta[MG_CMAP_REPLICAS_MAX][MG_CMAP_URL_MAX]; /* meta group rpc URLs (hints) */
+    uint32_t n_meta;
+} node_membership;
 
 /* ---- one request in flight, tied to one nng context --------------------- */
 
@@ -100,9 +109,11 @@ struct node_ctx {
     char adm_address[MG_ADDRESS_MAX]; /* GROUP_OPEN / GROUP_MEMBER add address */
     mg_group_peer *adm_peers;         /* GROUP_OPEN bootstrap (malloc'd) */
     size_t adm_n_peers;
-    bool adm_join;    /* GROUP_OPEN without bootstrap */
-    bool adm_destroy; /* GROUP_CLOSE */
-    int adm_action;   /* GROUP_MEMBER */
+    bool adm_join;                         /* GROUP_OPEN without bootstrap */
+    bool adm_destroy;                      /* GROUP_CLOSE */
+    int adm_action;                        /* GROUP_MEMBER */
+    char adm_cluster[MG_CMAP_CLUSTER_MAX]; /* GROUP_OPEN "cluster" ("" = not given) */
+    node_membership *adm_claim;            /* NODE_INFO "claim" (malloc'd), or NULL */
     mg_group_change change;
     struct raft_change assign; /* promotion of an existing spare */
     mg_group_barrier_req barrier;
@@ -164,6 +175,12 @@ struct mg_node {
     atomic_bool stopping;
 
     node_stats *stats; /* metrics; set before the sockets open */
+
+    /* The cluster this node belongs to, as in <data>/cluster. Held across
+     * the file's write, so claims are serialized and readers never see a
+     * record that is not on disk. */
+    pthread_mutex_t member_lock;
+    node_membership member; /* under member_lock */
 };
 
 enum loop_cmd { LOOP_RUN = 0, LOOP_CLOSE };
@@ -197,6 +214,26 @@ void node_worker_post(mg_node *n, node_ctx *c, node_ctx_fn fn);
  * are closed. */
 bool node_stores_enter(mg_node *n);
 void node_stores_leave(mg_node *n);
+
+/* Writes `text` to `path` so that a crash leaves the old file or the new
+ * one, never a mix: <path>.tmp, fsync, rename over path, fsync of `dir`
+ * (the directory holding path). MG_EIO naming the file. (groups.c's
+ * "replica" file does the same with its own copy, from before this helper.) */
+int node_file_write_atomic(const char *dir, const char *path, const char *text, mg_error *err);
+
+/* Reads <data>/cluster into n->member at start: MG_OK (no file: belongs to
+ * none), MG_ECORRUPT naming the file when it is not a record. */
+int node_membership_load(mg_node *n, mg_error *err);
+
+/* A copy of the record (any thread). */
+void node_membership_get(mg_node *n, node_membership *out);
+
+/* Applies a claim (any thread but the loop's: it writes and syncs a file):
+ * no record yet or the same cluster id → the claim becomes the record
+ * (written first, then published), MG_OK; another id → MG_EEXIST "node N
+ * belongs to cluster <id>", nothing changed. MG_EIO when the file cannot be
+ * written (the record is unchanged). */
+int node_membership_claim(mg_node *n, const node_membership *claim, mg_error *err);
 
 /* ---- rpc.c -------------------------------------------------------------- */
 
@@ -291,8 +328,8 @@ void node_group_close(mg_node *n, node_group *ng, bool destroy, node_ctx *waiter
 
 /* ---- cluster.c ---------------------------------------------------------- */
 
-/* nng thread: start META_GET, NODE_INFO, GROUP_OPEN, GROUP_CLOSE,
- * GROUP_MEMBER, BARRIER. */
+/* nng thread: start META_GET, NODE_INFO (a claim runs on a worker),
+ * GROUP_OPEN, GROUP_CLOSE, GROUP_MEMBER, BARRIER. */
 void node_cluster_start(node_ctx *c);
 /* Frees what a cluster op holds. */
 void node_cluster_clear(node_ctx *c);

@@ -1,11 +1,13 @@
 /*
  * Admin API: the helpers every operation uses (router/admin.h): request
  * fields, the operation lock, calls to nodes and group leaders, WRITEs and
- * their outcomes, and reading and editing the cluster map.
+ * their outcomes, the nodes' membership (NODE_INFO claims), and reading and
+ * editing the cluster map.
  */
 #include "admin.h"
 
 #include "../lib/clock.h"
+#include "../lib/log.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -315,9 +317,13 @@ int admin_group_open(mg_router *r, const mg_cmap *m, uint64_t group, uint64_t no
         return rc;
     admin_buf b;
     admin_buf_init(&b);
-    int prc = msgpack_pack_map(&b.pk, 3) | mg_mp_pack_cstr(&b.pk, "replica") |
+    bool has_id = m->cluster[0] != '\0'; /* maps of older builds have none */
+    int prc = msgpack_pack_map(&b.pk, has_id ? 4 : 3) | mg_mp_pack_cstr(&b.pk, "replica") |
               msgpack_pack_uint64(&b.pk, node) | mg_mp_pack_cstr(&b.pk, "address") |
-              mg_mp_pack_cstr(&b.pk, addr) | mg_mp_pack_cstr(&b.pk, "bootstrap");
+              mg_mp_pack_cstr(&b.pk, addr);
+    if (has_id)
+        prc |= mg_mp_pack_cstr(&b.pk, "cluster") | mg_mp_pack_cstr(&b.pk, m->cluster);
+    prc |= mg_mp_pack_cstr(&b.pk, "bootstrap");
     if (voters == NULL) {
         prc |= msgpack_pack_nil(&b.pk);
     } else {
@@ -349,6 +355,145 @@ int admin_group_open(mg_router *r, const mg_cmap *m, uint64_t group, uint64_t no
         return mg_error_wrap(err, rc, "GROUP_OPEN of group %llu on node %llu",
                              (unsigned long long)group, (unsigned long long)node);
     return MG_OK;
+}
+
+/* ---- membership ----------------------------------------------------------- */
+
+/* {"claim": {"cluster": id, "meta": [urls]}}, or {} without an id. */
+static int pack_claim(admin_buf *b, const char *cluster, const char *const *meta, uint32_t n_meta)
+{
+    if (cluster == NULL)
+        return msgpack_pack_map(&b->pk, 0);
+    int rc = msgpack_pack_map(&b->pk, 1) | mg_mp_pack_cstr(&b->pk, "claim") |
+             msgpack_pack_map(&b->pk, 2) | mg_mp_pack_cstr(&b->pk, "cluster") |
+             mg_mp_pack_cstr(&b->pk, cluster) | mg_mp_pack_cstr(&b->pk, "meta") |
+             msgpack_pack_array(&b->pk, n_meta);
+    for (uint32_t i = 0; i < n_meta; i++)
+        rc |= mg_mp_pack_cstr(&b->pk, meta[i]);
+    return rc;
+}
+
+/* The membership fields of a NODE_INFO answer. */
+static int read_member(const mg_wire_rep *rep, admin_member *out)
+{
+    mg_mp_reader rd = mg_wire_body(rep->body, rep->body_len);
+    uint32_t n, k;
+    memset(out, 0, sizeof *out);
+    if (mg_mp_read_map(&rd, &n) != MG_OK)
+        return MG_ECORRUPT;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = MG_OK;
+        if (mg_mp_peek_str_eq(&rd, "cluster")) {
+            mg_mp_skip(&rd);
+            rc = mg_mp_peek(&rd) == MG_MP_NIL
+                     ? mg_mp_read_nil(&rd)
+                     : mg_mp_read_strcpy(&rd, out->cluster, sizeof out->cluster);
+        } else if (mg_mp_peek_str_eq(&rd, "meta")) {
+            mg_mp_skip(&rd);
+            rc = mg_mp_read_array(&rd, &k);
+            for (uint32_t j = 0; rc == MG_OK && j < k; j++) {
+                if (out->n_meta < MG_CMAP_REPLICAS_MAX)
+                    rc = mg_mp_read_strcpy(&rd, out->meta[out->n_meta++], MG_CMAP_URL_MAX);
+                else
+                    rc = mg_mp_skip(&rd);
+            }
+        } else if (mg_mp_peek_str_eq(&rd, "groups")) {
+            mg_mp_skip(&rd);
+            rc = mg_mp_read_array(&rd, &k);
+            size_t used = 0, cap = sizeof out->groups;
+            bool cut = false;
+            for (uint32_t j = 0; rc == MG_OK && j < k; j++) {
+                uint64_t g;
+                if ((rc = mg_mp_read_u64(&rd, &g)) != MG_OK || cut)
+                    continue;
+                int len = snprintf(out->groups + used, cap - used, "%s%llu", j ? "," : "",
+                                   (unsigned long long)g);
+                if (len < 0 || used + (size_t)len > cap - 4) { /* room for "..." */
+                    snprintf(out->groups + used, cap - used, "...");
+                    cut = true;
+                } else {
+                    used += (size_t)len;
+                }
+            }
+            out->n_groups = k;
+        } else {
+            rc = mg_mp_skip(&rd) != MG_OK || mg_mp_skip(&rd) != MG_OK ? MG_ECORRUPT : MG_OK;
+        }
+        if (rc != MG_OK)
+            return MG_ECORRUPT;
+    }
+    return MG_OK;
+}
+
+int admin_node_member(mg_router *r, uint64_t node, const char *cluster, const char *const *meta,
+                      uint32_t n_meta, admin_member *out, mg_error *err)
+{
+    admin_buf b;
+    admin_buf_init(&b);
+    int rc = pack_claim(&b, cluster, meta, n_meta) ? mg_error_set(err, MG_ENOMEM, "out of memory")
+                                                   : MG_OK;
+    mg_client_reply rep;
+    if (rc == MG_OK)
+        rc = admin_node_call(r, node, MG_OP_NODE_INFO, 0, &b,
+                             cluster ? ADMIN_STEP_MS : ADMIN_NODE_MS, &rep, err);
+    admin_buf_free(&b);
+    if (rc != MG_OK)
+        return rc;
+    if (read_member(&rep.rep, out) != MG_OK)
+        rc = mg_error_set(err, MG_EINTERNAL, "malformed NODE_INFO answer from node %llu",
+                          (unsigned long long)node);
+    mg_client_reply_free(&rep);
+    return rc;
+}
+
+uint32_t admin_meta_urls(const mg_cmap *m, const char *out[MG_CMAP_REPLICAS_MAX])
+{
+    const mg_cmap_group *meta = mg_cmap_group_get(m, 0);
+    uint32_t n = 0;
+    for (uint32_t k = 0; meta != NULL && k < meta->n_replicas; k++) {
+        const mg_cmap_node *nd = mg_cmap_node_get(m, meta->replicas[k]);
+        if (nd != NULL)
+            out[n++] = nd->rpc;
+    }
+    return n;
+}
+
+void admin_claim_all(mg_router *r, const mg_cmap *m)
+{
+    if (m->cluster[0] == '\0' || m->n_nodes == 0)
+        return;
+    const char *meta[MG_CMAP_REPLICAS_MAX];
+    uint32_t n_meta = admin_meta_urls(m, meta);
+    uint64_t ids[MG_CMAP_NODES_MAX];
+    for (uint32_t i = 0; i < m->n_nodes; i++)
+        ids[i] = m->nodes[i].id;
+    mg_client_call *calls = calloc(m->n_nodes, sizeof *calls);
+    admin_buf b;
+    admin_buf_init(&b);
+    if (calls == NULL || pack_claim(&b, m->cluster, meta, n_meta) != 0) {
+        mg_warn("admin.claim", "cluster=%s: out of memory; the nodes keep their meta hints",
+                m->cluster);
+        goto done;
+    }
+    mg_client_call_nodes(r->client, ids, m->n_nodes, MG_OP_NODE_INFO, b.sb.data, b.sb.size,
+                         ADMIN_NODE_MS, calls);
+    for (uint32_t i = 0; i < m->n_nodes; i++) {
+        if (calls[i].status == MG_OK)
+            mg_client_reply_free(&calls[i].reply);
+        else if (calls[i].status == MG_EEXIST)
+            mg_errlog("admin.claim",
+                      "node %llu is in the map of cluster %s but says: %s; check the node's "
+                      "data directory (docs/OPERATIONS.md \"Initializing\")",
+                      (unsigned long long)ids[i], m->cluster, calls[i].err.msg);
+        else
+            mg_warn("admin.claim",
+                    "node %llu: its meta group hints were not updated (%s); the next change "
+                    "of group 0 or add-node retries",
+                    (unsigned long long)ids[i], calls[i].err.msg);
+    }
+done:
+    admin_buf_free(&b);
+    free(calls);
 }
 
 /* ---- the map ------------------------------------------------------------ */

@@ -5,8 +5,9 @@
  * transfer and balance leadership, rebalance slots.
  *
  *   admin.c         shared helpers (request fields, calls to nodes and group
- *                   leaders, WRITEs and their outcomes, reading the map and
- *                   compare-and-set map edits);
+ *                   leaders, WRITEs and their outcomes, the nodes' membership
+ *                   (NODE_INFO claims), reading the map and compare-and-set
+ *                   map edits);
  *   admin_read.c    the map and the status view as JSON, and the read-only
  *                   handlers;
  *   admin_ops.c     init, add-node and rebalance, and their handlers;
@@ -17,7 +18,8 @@
  *                   drop).
  *
  * Every operation is a sequence of idempotent steps whose state is the map
- * itself, so an operation that failed half way can be rerun. One mutating
+ * itself (and, for init, the nodes' membership records), so an operation
+ * that failed half way can be rerun. One mutating
  * operation runs at a time per process (admin_lock_try); a second one
  * answers 409.
  *
@@ -160,6 +162,37 @@ int admin_slots_drop(mg_router *r, const uint64_t *nodes, uint32_t n, uint64_t g
 int admin_group_open(mg_router *r, const mg_cmap *m, uint64_t group, uint64_t node,
                      const uint64_t *voters, uint32_t n_voters, mg_error *err);
 
+/* ---- cluster identity (admin.c) ------------------------------------------ */
+
+/* What NODE_INFO says about a node's membership (node/node.h "Membership"). */
+typedef struct admin_member {
+    char cluster[MG_CMAP_CLUSTER_MAX];                /* "" = belongs to no cluster */
+    char meta[MG_CMAP_REPLICAS_MAX][MG_CMAP_URL_MAX]; /* its meta group hints */
+    uint32_t n_meta;
+    uint32_t n_groups; /* replicas it hosts */
+    char groups[64];   /* their ids for messages: "0,1,2" (cut short with "...") */
+} admin_member;
+
+/* NODE_INFO to `node` (known to the client by id): *out gets its
+ * membership. With `cluster` (not NULL) the request claims the node for that
+ * cluster with the meta hints meta[0..n_meta) (strings borrowed for the
+ * call); the node answers MG_EEXIST "node N belongs to cluster X" when it
+ * belongs to another, and *out shows the claim on MG_OK. A query waits
+ * ADMIN_NODE_MS at most, a claim (a file sync on the node) ADMIN_STEP_MS.
+ * Other errors as admin_node_call. */
+int admin_node_member(mg_router *r, uint64_t node, const char *cluster, const char *const *meta,
+                      uint32_t n_meta, admin_member *out, mg_error *err);
+
+/* The rpc URLs of the nodes hosting group 0 in m, in replica order (pointers
+ * into m); how many. */
+uint32_t admin_meta_urls(const mg_cmap *m, const char *out[MG_CMAP_REPLICAS_MAX]);
+
+/* Claims every node of m for m's cluster with m's meta hints (updating the
+ * hints after group 0's replicas changed), all at once, ADMIN_NODE_MS at
+ * most; best effort: a node that fails is logged (warn), a node of another
+ * cluster loudly. Nothing to do for a map without a cluster id. */
+void admin_claim_all(mg_router *r, const mg_cmap *m);
+
 /* The cluster map as the admin API shows it. */
 json_t *admin_map_json(const mg_cmap *m);
 json_t *admin_node_json(const mg_cmap_node *n);
@@ -188,7 +221,8 @@ uint64_t admin_view_leader(const admin_view *v, uint64_t group, const json_t **e
  * destroy on `from`, does not wait for a node that is not connected
  * (ADMIN_GONE_MS) and never fails the move: a node that cannot be reached
  * keeps the replica's directory (logged), which is no longer in the group's
- * configuration nor in the map. */
+ * configuration nor in the map. A move of group 0 then updates every node's
+ * meta hints (admin_claim_all; remove-node moves through here too). */
 int admin_move_replica(mg_router *r, uint64_t group, uint64_t from, uint64_t to, mg_error *err);
 
 /* Makes each group of m with more than one replica led by its first replica

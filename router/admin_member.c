@@ -336,6 +336,10 @@ int admin_move_replica(mg_router *r, uint64_t group, uint64_t from, uint64_t to,
         }
     }
     close_replica(r, group, from);
+    /* The nodes' meta group hints follow group 0 (routers seeded with nodes
+     * that host no meta replica find it through them). */
+    if (group == 0)
+        admin_claim_all(r, m);
 done:
     free(m);
     return rc;

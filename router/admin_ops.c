@@ -9,6 +9,7 @@
 #include "admin.h"
 
 #include "../lib/log.h"
+#include "../lib/uuid.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,10 +46,117 @@ static void spread_first_replicas(mg_cmap *m)
     }
 }
 
+static bool map_has_rpc(const mg_cmap *m, const char *rpc)
+{
+    for (uint32_t i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].rpc, rpc) == 0)
+            return true;
+    return false;
+}
+
+/* Decides the cluster id of the map init is about to create (m, placed, no
+ * id yet) from what each of its nodes says about itself (NODE_INFO), and
+ * sets m->cluster; nothing is changed anywhere. Refused with MG_EEXIST:
+ *   - a node claimed by a cluster whose meta group may live on nodes that
+ *     are not m's (a hint names one, or it has no hints): that cluster may
+ *     hold a map this router cannot see — the node is part of a live
+ *     cluster (a router seeded only with nodes that host no meta replica
+ *     sees epoch 0);
+ *   - nodes claimed by two different clusters;
+ *   - a node that hosts replicas and belongs to no cluster (data of another
+ *     cluster from before cluster ids, or anything else), unless
+ *     allow_hosted (serve: its node opens its groups before init).
+ * Otherwise the id the claimed nodes share — every hint of it names one of
+ * m's nodes, none of which holds a map (the caller read none), so it is an
+ * init that stopped half way on these nodes, and re-running it carries on
+ * under the same id (its replicas included) — or a new one. */
+static int init_identity(mg_router *r, mg_cmap *m, bool allow_hosted, mg_error *err)
+{
+    admin_member *info = calloc(m->n_nodes, sizeof *info);
+    if (info == NULL)
+        return mg_error_set(err, MG_ENOMEM, "out of memory");
+    int rc = MG_OK;
+    const char *adopt = NULL;
+    uint64_t adopt_node = 0;
+    for (uint32_t i = 0; i < m->n_nodes && rc == MG_OK; i++) {
+        uint64_t id = m->nodes[i].id;
+        rc = admin_node_member(r, id, NULL, NULL, 0, &info[i], err);
+        if (rc != MG_OK) {
+            mg_error_wrap(err, rc, "asking node %llu which cluster it belongs to",
+                          (unsigned long long)id);
+            break;
+        }
+        const admin_member *mi = &info[i];
+        if (mi->cluster[0] == '\0') {
+            if (mi->n_groups > 0 && !allow_hosted)
+                rc = mg_error_set(err, MG_EEXIST,
+                                  "node %llu already hosts replicas (groups %s) and belongs to "
+                                  "no cluster: data from another cluster? (docs/OPERATIONS.md "
+                                  "\"Initializing\")",
+                                  (unsigned long long)id, mi->groups);
+            continue;
+        }
+        if (adopt != NULL && strcmp(adopt, mi->cluster) != 0) {
+            rc = mg_error_set(err, MG_EEXIST,
+                              "node %llu already belongs to cluster %s (and node %llu to "
+                              "cluster %s)",
+                              (unsigned long long)id, mi->cluster, (unsigned long long)adopt_node,
+                              adopt);
+            break;
+        }
+        adopt = mi->cluster;
+        adopt_node = id;
+        if (mi->n_meta == 0)
+            rc = mg_error_set(err, MG_EEXIST,
+                              "node %llu already belongs to cluster %s (its meta group is "
+                              "unknown)",
+                              (unsigned long long)id, mi->cluster);
+        for (uint32_t k = 0; k < mi->n_meta && rc == MG_OK; k++)
+            if (!map_has_rpc(m, mi->meta[k]))
+                rc = mg_error_set(err, MG_EEXIST,
+                                  "node %llu already belongs to cluster %s (its meta group is "
+                                  "on %s, not among the nodes of this init: point the router "
+                                  "at that cluster's nodes)",
+                                  (unsigned long long)id, mi->cluster, mi->meta[k]);
+    }
+    if (rc == MG_OK && adopt != NULL) {
+        snprintf(m->cluster, sizeof m->cluster, "%s", adopt);
+        mg_info("admin.init",
+                "cluster %s: resuming an init that stopped half way (node %llu is claimed, no map "
+                "yet)",
+                m->cluster, (unsigned long long)adopt_node);
+    } else if (rc == MG_OK) {
+        uint8_t raw[16];
+        mg_uuid_v4(raw);
+        mg_uuid_format(raw, m->cluster);
+    }
+    free(info);
+    return rc;
+}
+
+/* Claims every node of m for m's cluster, with the meta group's nodes as
+ * hints, before anything is opened on them. */
+static int claim_nodes(mg_router *r, const mg_cmap *m, mg_error *err)
+{
+    const char *meta[MG_CMAP_REPLICAS_MAX];
+    uint32_t n_meta = admin_meta_urls(m, meta);
+    for (uint32_t i = 0; i < m->n_nodes; i++) {
+        admin_member mi;
+        int rc = admin_node_member(r, m->nodes[i].id, m->cluster, meta, n_meta, &mi, err);
+        if (rc != MG_OK)
+            return mg_error_wrap(err, rc,
+                                 "claiming node %llu for cluster %s (init stopped; nodes "
+                                 "claimed so far stay claimed: re-run init with the same nodes)",
+                                 (unsigned long long)m->nodes[i].id, m->cluster);
+    }
+    return MG_OK;
+}
+
 /* Creates the cluster on the nodes at `urls`. *already is set when a map
- * exists (MG_EEXIST "cluster already initialized"). *out gets the map. */
-static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas,
-                        const char *const *urls, size_t n_urls, mg_cmap *out, bool *already,
+ * exists (MG_EEXIST "cluster already initialized"). *out gets the map.
+ * allow_hosted: see init_identity. */
+static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas, const char *const *urls,
+                        size_t n_urls, bool allow_hosted, mg_cmap *out, bool *already,
                         mg_error *err)
 {
     *already = false;
@@ -92,6 +200,10 @@ static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas,
     if ((rc = mg_cmap_initial(out, nodes, (uint32_t)n_urls, groups, replicas, err)) != MG_OK)
         goto done;
     spread_first_replicas(out);
+    /* Nothing is created before every node is known to be free for it. */
+    if ((rc = init_identity(r, out, allow_hosted, err)) != MG_OK ||
+        (rc = claim_nodes(r, out, err)) != MG_OK)
+        goto done;
     for (uint32_t gi = 0; gi < out->n_groups && rc == MG_OK; gi++) {
         const mg_cmap_group *g = &out->groups[gi];
         for (uint32_t k = 0; k < g->n_replicas && rc == MG_OK; k++)
@@ -131,8 +243,8 @@ static int cluster_init(mg_router *r, uint32_t groups, uint32_t replicas,
      * take the leaders of most groups with it. Best effort: a group whose
      * transfer fails keeps the leader it elected. */
     admin_balance_leaders(r, out, true, NULL, NULL);
-    mg_info("admin.init", "cluster initialized: %u nodes, %u data groups, %u replicas",
-            out->n_nodes, groups, replicas);
+    mg_info("admin.init", "cluster %s initialized: %u nodes, %u data groups, %u replicas",
+            out->cluster, out->n_nodes, groups, replicas);
 done:
     free(nodes);
     return rc;
@@ -147,7 +259,9 @@ int mg_router_init_cluster(mg_router *r, uint32_t groups, uint32_t replicas, boo
         return mg_error_set(err, MG_ENOMEM, "out of memory");
     admin_lock_wait();
     bool already = false;
-    int rc = cluster_init(r, groups, replicas, (const char *const *)r->seeds, r->n_seeds, m,
+    /* serve's node hosts its groups before init (opened from its
+     * configuration): they are the ones init places there. */
+    int rc = cluster_init(r, groups, replicas, (const char *const *)r->seeds, r->n_seeds, true, m,
                           &already, err);
     admin_unlock();
     free(m);
@@ -205,10 +319,11 @@ void api_admin_init(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
     }
     mg_error err = {0};
     bool already;
-    int rc = urls ? cluster_init(r, (uint32_t)groups, (uint32_t)replicas, urls, n_urls, m,
-                                 &already, &err)
-                  : cluster_init(r, (uint32_t)groups, (uint32_t)replicas,
-                                 (const char *const *)r->seeds, r->n_seeds, m, &already, &err);
+    int rc =
+        urls ? cluster_init(r, (uint32_t)groups, (uint32_t)replicas, urls, n_urls, false, m,
+                            &already, &err)
+             : cluster_init(r, (uint32_t)groups, (uint32_t)replicas, (const char *const *)r->seeds,
+                            r->n_seeds, false, m, &already, &err);
     admin_unlock();
     if (rc == MG_OK)
         api_ok(resp, "cluster initialized", admin_map_json(m));
@@ -248,6 +363,45 @@ static int add_node_edit(mg_cmap *m, void *arg, bool *changed, mg_error *err)
     return MG_OK;
 }
 
+/* Gives a map of an older build (no cluster id) the id in arg, unless it got
+ * one meanwhile. */
+static int set_cluster_edit(mg_cmap *m, void *arg, bool *changed, mg_error *err)
+{
+    (void)err;
+    if (m->cluster[0] != '\0')
+        return MG_OK;
+    snprintf(m->cluster, sizeof m->cluster, "%s", (const char *)arg);
+    *changed = true;
+    return MG_OK;
+}
+
+/* The cluster's map, given an id when it has none (an older build made it):
+ * *upgraded says whether this call did that. */
+static int map_with_id(mg_router *r, mg_cmap *m, bool *upgraded, mg_error *err)
+{
+    *upgraded = false;
+    int rc = admin_map_read(r, m, err);
+    if (rc != MG_OK)
+        return rc;
+    if (m->epoch == 0)
+        return mg_error_set(err, MG_EEXIST, "the cluster is not initialized (POST /admin/init)");
+    if (m->cluster[0] != '\0')
+        return MG_OK;
+    char id[MG_UUID_STRLEN + 1];
+    uint8_t raw[16];
+    mg_uuid_v4(raw);
+    mg_uuid_format(raw, id);
+    if ((rc = admin_map_edit(r, set_cluster_edit, id, m, err)) != MG_OK)
+        return mg_error_wrap(err, rc, "giving the cluster an id");
+    *upgraded = true;
+    mg_info("admin.add_node", "the map had no cluster id (older build): cluster %s", m->cluster);
+    return MG_OK;
+}
+
+/* add-node: the node is claimed for the cluster (the node refuses when it
+ * belongs to another: 409) before it enters the map, so a node is never in
+ * two clusters' maps and never in a map it does not know about. A claimed
+ * node whose map edit failed is in no map yet; a rerun finishes it. */
 void api_admin_add_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
 {
     if (!admin_body_object(req, resp))
@@ -258,17 +412,37 @@ void api_admin_add_node(mg_router *r, const mg_api_req *req, mg_api_resp *resp)
         api_fail(resp, 400, "field \"rpc\" must be the node's rpc URL");
         return;
     }
-    if (!admin_lock_try(resp))
+    mg_cmap *m = malloc(sizeof *m);
+    if (m == NULL) {
+        api_fail(resp, 500, "out of memory");
         return;
+    }
+    if (!admin_lock_try(resp)) {
+        free(m);
+        return;
+    }
     mg_error err = {0};
     mg_cmap_node info;
     memset(&info, 0, sizeof info);
+    bool upgraded = false;
     int rc = mg_client_probe(r->client, json_string_value(v), 2000, &info, &err);
     if (rc != MG_OK)
         rc = mg_error_wrap(&err, MG_EUNAVAIL, "node at %s does not answer", json_string_value(v));
-    else
-        rc = admin_map_edit(r, add_node_edit, &info, NULL, &err);
+    if (rc == MG_OK)
+        rc = map_with_id(r, m, &upgraded, &err);
+    if (rc == MG_OK) {
+        const char *meta[MG_CMAP_REPLICAS_MAX];
+        uint32_t n_meta = admin_meta_urls(m, meta);
+        admin_member mi;
+        rc = admin_node_member(r, info.id, m->cluster, meta, n_meta, &mi, &err);
+    }
+    if (rc == MG_OK)
+        rc = admin_map_edit(r, add_node_edit, &info, m, &err);
+    /* A map that had no id: its other nodes learn it too (best effort). */
+    if (rc == MG_OK && upgraded)
+        admin_claim_all(r, m);
     admin_unlock();
+    free(m);
     if (rc != MG_OK) {
         admin_fail(resp, &err);
         return;

@@ -63,7 +63,8 @@ json_t *admin_map_json(const mg_cmap *m)
                                         replicas_json(g), "slots",
                                         (json_int_t)mg_cmap_group_slots(m, g->id)));
     }
-    return json_pack("{s:I,s:o,s:o,s:o}", "epoch", (json_int_t)m->epoch, "nodes", nodes,
+    return json_pack("{s:I,s:o,s:o,s:o,s:o}", "epoch", (json_int_t)m->epoch, "cluster",
+                     m->cluster[0] ? json_string(m->cluster) : json_null(), "nodes", nodes,
                      "groups", groups, "slots", ranges_json(m));
 }
 

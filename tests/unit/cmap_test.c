@@ -134,8 +134,14 @@ static void test_check_rules(void **state)
     BROKEN(m->nodes[0].rpc[0] = '\0');
     BROKEN(memset(m->nodes[0].raft_host, 'x', sizeof m->nodes[0].raft_host)); /* no NUL */
     BROKEN(m->nodes[0].state = 7);
+    BROKEN(snprintf(m->cluster, sizeof m->cluster, "not-a-uuid")); /* cluster id */
+    BROKEN(memset(m->cluster, 'a', sizeof m->cluster));            /* no NUL */
 #undef BROKEN
     *m = *good;
+    assert_int_equal(mg_cmap_check(m, NULL), MG_OK);
+    /* The cluster id is optional (maps of older builds have none). */
+    assert_string_equal(m->cluster, "");
+    snprintf(m->cluster, sizeof m->cluster, "%s", "0b7c4a3e-5f1d-4c2a-9e8b-1d2c3b4a5f6e");
     assert_int_equal(mg_cmap_check(m, NULL), MG_OK);
     free(m);
     free(good);
@@ -301,6 +307,7 @@ static void test_plan_even(void **state)
 static void assert_maps_equal(const mg_cmap *a, const mg_cmap *b)
 {
     assert_int_equal(a->epoch, b->epoch);
+    assert_string_equal(a->cluster, b->cluster);
     assert_int_equal(a->n_nodes, b->n_nodes);
     assert_int_equal(a->n_groups, b->n_groups);
     assert_memory_equal(a->nodes, b->nodes, a->n_nodes * sizeof a->nodes[0]);
@@ -385,6 +392,41 @@ static void test_codec(void **state)
            msgpack_pack_uint32(&pk, 2));
     assert_int_equal(mg_cmap_decode(sb.data, sb.size, d, &err), MG_ECORRUPT);
     msgpack_sbuffer_destroy(&sb);
+
+    /* The cluster id round-trips; a map without one encodes without the key
+     * (as older builds wrote it) and decodes to ""; a key that is not a UUID
+     * fails the rules; nil reads as none. */
+    mg_cmap *c = initial(3, 2, 3);
+    void *plain;
+    size_t plain_len;
+    assert_int_equal(mg_cmap_encode(c, &plain, &plain_len, &err), MG_OK);
+    assert_null(memmem(plain, plain_len, "cluster", 7));
+    assert_int_equal(mg_cmap_decode(plain, plain_len, d, &err), MG_OK);
+    assert_string_equal(d->cluster, "");
+    free(plain);
+    snprintf(c->cluster, sizeof c->cluster, "%s", "0b7c4a3e-5f1d-4c2a-9e8b-1d2c3b4a5f6e");
+    assert_int_equal(mg_cmap_encode(c, &buf, &len, &err), MG_OK);
+    assert_non_null(memmem(buf, len, "cluster", 7));
+    assert_int_equal(mg_cmap_decode(buf, len, d, &err), MG_OK);
+    assert_string_equal(d->cluster, "0b7c4a3e-5f1d-4c2a-9e8b-1d2c3b4a5f6e");
+    assert_maps_equal(c, d);
+    free(buf);
+    ENCODE(msgpack_pack_map(&pk, 3); mg_mp_pack_cstr(&pk, "v"); msgpack_pack_uint32(&pk, 1);
+           mg_mp_pack_cstr(&pk, "epoch"); msgpack_pack_uint64(&pk, 0);
+           mg_mp_pack_cstr(&pk, "cluster"); msgpack_pack_nil(&pk));
+    assert_int_equal(mg_cmap_decode(sb.data, sb.size, d, &err), MG_OK);
+    assert_string_equal(d->cluster, "");
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(c->cluster, sizeof c->cluster, "%s", "not-a-uuid");
+    assert_int_equal(mg_cmap_encode(c, &buf, &len, &err), MG_OK);
+    assert_int_equal(mg_cmap_decode(buf, len, d, &err), MG_EINVAL);
+    assert_string_equal(d->cluster, "");
+    free(buf);
+    ENCODE(msgpack_pack_map(&pk, 2); mg_mp_pack_cstr(&pk, "v"); msgpack_pack_uint32(&pk, 1);
+           mg_mp_pack_cstr(&pk, "cluster"); msgpack_pack_uint32(&pk, 7));
+    assert_int_equal(mg_cmap_decode(sb.data, sb.size, d, &err), MG_ECORRUPT);
+    msgpack_sbuffer_destroy(&sb);
+    free(c);
 #undef ENCODE
 
     /* the empty map round-trips */

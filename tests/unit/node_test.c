@@ -2,7 +2,8 @@
  * driven as the router drives it: real req and surveyor sockets and the
  * lib/wire.h envelope. Writes, every read, searches over several cubes and
  * groups, NOT_LEADER with a hint (two nodes sharing a group), unknown group
- * and cube, access control, malformed messages, concurrent writes, restart. */
+ * and cube, access control, malformed messages, concurrent writes, restart,
+ * the cluster ops and the membership record (NODE_INFO claims). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1834,7 +1835,7 @@ static size_t node_info_groups(nng_socket s, uint64_t node_id, uint64_t *groups,
     expect_status(&r, MG_OK);
     mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
     assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
-    assert_int_equal(m, 6);
+    assert_int_equal(m, 8);
     for (uint32_t i = 0; i < m; i++) {
         bool is_node = mg_mp_peek_str_eq(&rd, "node"), is_groups = mg_mp_peek_str_eq(&rd, "groups");
         mg_mp_skip(&rd);
@@ -2441,6 +2442,230 @@ static void test_group_close_under_load(void **state)
     fixture_free(f);
 }
 
+/* ---- membership: NODE_INFO claims and the <data>/cluster record --------- */
+
+#define CLUSTER_A "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
+#define CLUSTER_B "0b7c4a3e-5f1d-4c2a-9e8b-1d2c3b4a5f6e"
+
+typedef struct membership {
+    char cluster[MG_CMAP_CLUSTER_MAX]; /* "" for nil */
+    char meta[MG_CMAP_REPLICAS_MAX][MG_CMAP_URL_MAX];
+    uint32_t n_meta;
+} membership;
+
+/* NODE_INFO as `user`, claiming for `cluster` with hints meta[0..n) when
+ * cluster is not NULL; expects `status`, and on MG_OK fills *out. */
+static void node_info_claim(nng_socket s, const char *user, const char *cluster,
+                            const char *const *meta, uint32_t n_meta, int status, membership *out)
+{
+    body b;
+    reply r = {0};
+    body_init(&b);
+    if (cluster == NULL) {
+        msgpack_pack_map(&b.pk, 0);
+    } else {
+        msgpack_pack_map(&b.pk, 1);
+        mg_mp_pack_cstr(&b.pk, "claim");
+        msgpack_pack_map(&b.pk, 2);
+        kv_str(&b, "cluster", cluster);
+        mg_mp_pack_cstr(&b.pk, "meta");
+        msgpack_pack_array(&b.pk, n_meta);
+        for (uint32_t i = 0; i < n_meta; i++)
+            mg_mp_pack_cstr(&b.pk, meta[i]);
+    }
+    request(s, MG_OP_NODE_INFO, 0, user, &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, status);
+    if (status == MG_OK) {
+        memset(out, 0, sizeof *out);
+        mg_mp_reader rd = mg_wire_body(r.rep.body, r.rep.body_len);
+        uint32_t m, k;
+        bool saw_cluster = false, saw_meta = false;
+        assert_int_equal(mg_mp_read_map(&rd, &m), MG_OK);
+        for (uint32_t i = 0; i < m; i++) {
+            bool is_cluster = mg_mp_peek_str_eq(&rd, "cluster"),
+                 is_meta = mg_mp_peek_str_eq(&rd, "meta");
+            mg_mp_skip(&rd);
+            if (is_cluster) {
+                saw_cluster = true;
+                if (mg_mp_peek(&rd) == MG_MP_NIL)
+                    assert_int_equal(mg_mp_read_nil(&rd), MG_OK);
+                else
+                    assert_int_equal(mg_mp_read_strcpy(&rd, out->cluster, sizeof out->cluster),
+                                     MG_OK);
+            } else if (is_meta) {
+                saw_meta = true;
+                assert_int_equal(mg_mp_read_array(&rd, &k), MG_OK);
+                assert_true(k <= MG_CMAP_REPLICAS_MAX);
+                for (uint32_t j = 0; j < k; j++)
+                    assert_int_equal(mg_mp_read_strcpy(&rd, out->meta[j], MG_CMAP_URL_MAX), MG_OK);
+                out->n_meta = k;
+            } else {
+                assert_int_equal(mg_mp_skip(&rd), MG_OK);
+            }
+        }
+        assert_true(saw_cluster && saw_meta);
+    }
+    reply_free(&r);
+}
+
+/* GROUP_OPEN of a one-voter group with a "cluster" field. */
+static void group_open_in(nng_socket s, uint64_t group, const char *addr, const char *cluster,
+                          reply *out)
+{
+    body b;
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    mg_mp_pack_cstr(&b.pk, "replica");
+    msgpack_pack_uint64(&b.pk, 1);
+    kv_str(&b, "address", addr);
+    kv_str(&b, "cluster", cluster);
+    mg_mp_pack_cstr(&b.pk, "bootstrap");
+    msgpack_pack_array(&b.pk, 1);
+    msgpack_pack_map(&b.pk, 2);
+    mg_mp_pack_cstr(&b.pk, "id");
+    msgpack_pack_uint64(&b.pk, 1);
+    kv_str(&b, "address", addr);
+    request(s, MG_OP_GROUP_OPEN, group, "", &b.sb, out);
+    body_free(&b);
+}
+
+/* The record file's bytes (malloc'd, NUL-terminated), or NULL when absent. */
+static char *record_text(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/cluster", dir);
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return NULL;
+    char *buf = calloc(1, 4096);
+    size_t n = fread(buf, 1, 4095, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+static void test_membership(void **state)
+{
+    (void)state;
+    fixture *f = fixture_new(NULL, 0);
+    membership mb;
+    const char *hints_1[] = {"tcp://10.0.0.1:7120", "tcp://10.0.0.2:7120"};
+    const char *hints_2[] = {"tcp://10.0.0.3:7120"};
+
+    /* A new node belongs to no cluster. */
+    node_info_claim(f->req, "", NULL, NULL, 0, MG_OK, &mb);
+    assert_string_equal(mb.cluster, "");
+    assert_int_equal(mb.n_meta, 0);
+    assert_null(record_text(f->dir));
+
+    /* Claims are internal; a malformed one is refused; neither changes anything. */
+    node_info_claim(f->req, "alice", CLUSTER_A, hints_1, 2, MG_EPERM, NULL);
+    node_info_claim(f->req, "", "not-a-uuid", hints_1, 2, MG_EINVAL, NULL);
+    node_info_claim(f->req, "", NULL, NULL, 0, MG_OK, &mb);
+    assert_string_equal(mb.cluster, "");
+    assert_null(record_text(f->dir));
+
+    /* The first claim is recorded (file and answer). */
+    node_info_claim(f->req, "", CLUSTER_A, hints_1, 2, MG_OK, &mb);
+    assert_string_equal(mb.cluster, CLUSTER_A);
+    assert_int_equal(mb.n_meta, 2);
+    assert_string_equal(mb.meta[0], hints_1[0]);
+    assert_string_equal(mb.meta[1], hints_1[1]);
+    char *text = record_text(f->dir);
+    assert_non_null(text);
+    assert_non_null(strstr(text, CLUSTER_A));
+    free(text);
+
+    /* The same id again: the hints are replaced. */
+    node_info_claim(f->req, "", CLUSTER_A, hints_2, 1, MG_OK, &mb);
+    assert_string_equal(mb.cluster, CLUSTER_A);
+    assert_int_equal(mb.n_meta, 1);
+    assert_string_equal(mb.meta[0], hints_2[0]);
+    char *before = record_text(f->dir);
+    assert_non_null(before);
+    assert_null(strstr(before, hints_1[0]));
+
+    /* Another id: MG_EEXIST naming the cluster, record unchanged. */
+    body b;
+    reply r = {0};
+    body_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    mg_mp_pack_cstr(&b.pk, "claim");
+    msgpack_pack_map(&b.pk, 2);
+    kv_str(&b, "cluster", CLUSTER_B);
+    mg_mp_pack_cstr(&b.pk, "meta");
+    msgpack_pack_array(&b.pk, 0);
+    request(f->req, MG_OP_NODE_INFO, 0, "", &b.sb, &r);
+    body_free(&b);
+    expect_status(&r, MG_EEXIST);
+    assert_true(msg_has(&r, "node 1 belongs to cluster " CLUSTER_A));
+    reply_free(&r);
+    node_info_claim(f->req, "", NULL, NULL, 0, MG_OK, &mb);
+    assert_string_equal(mb.cluster, CLUSTER_A);
+    assert_int_equal(mb.n_meta, 1);
+    assert_string_equal(mb.meta[0], hints_2[0]);
+    char *after = record_text(f->dir);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* GROUP_OPEN for another cluster: MG_EEXIST, nothing opened; for this
+     * one: opened; for another again: still refused (not "already hosted"). */
+    char addr[MG_ADDRESS_MAX];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
+    group_open_in(f->req, 3, addr, CLUSTER_B, &r);
+    expect_status(&r, MG_EEXIST);
+    assert_true(msg_has(&r, "belongs to cluster " CLUSTER_A));
+    reply_free(&r);
+    assert_int_equal(mg_node_n_groups(f->node), 0);
+    assert_false(group_file_exists(f->dir, 3, NULL));
+    group_open_in(f->req, 3, addr, CLUSTER_A, &r);
+    expect_status(&r, MG_OK);
+    reply_free(&r);
+    assert_int_equal(mg_node_n_groups(f->node), 1);
+    group_open_in(f->req, 3, addr, CLUSTER_B, &r);
+    expect_status(&r, MG_EEXIST);
+    reply_free(&r);
+
+    /* The record survives a restart. */
+    clients_close(f);
+    mg_node_stop(f->node);
+    node_start(f, 1);
+    clients_open(f);
+    node_info_claim(f->req, "", NULL, NULL, 0, MG_OK, &mb);
+    assert_string_equal(mb.cluster, CLUSTER_A);
+    assert_int_equal(mb.n_meta, 1);
+    assert_string_equal(mb.meta[0], hints_2[0]);
+    assert_int_equal(mg_node_n_groups(f->node), 1);
+
+    /* A malformed record stops the node from starting, naming the file. */
+    clients_close(f);
+    mg_node_stop(f->node);
+    f->node = NULL;
+    char path[512];
+    snprintf(path, sizeof path, "%s/cluster", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"cluster\": 7}", fp);
+    fclose(fp);
+    mg_node_config cfg = {.data_dir = f->dir, .node_id = 1, .rep_url = f->rep_url};
+    mg_error err = {0};
+    mg_node *bad = NULL;
+    assert_int_equal(mg_node_start(&cfg, &bad, &err), MG_ECORRUPT);
+    assert_non_null(strstr(err.msg, "cluster"));
+    /* Put the good record back for the fixture's own stop. */
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(before, fp);
+    fclose(fp);
+    free(before);
+    node_start(f, 1);
+    clients_open(f);
+    node_info_claim(f->req, "", NULL, NULL, 0, MG_OK, &mb);
+    assert_string_equal(mb.cluster, CLUSTER_A);
+    fixture_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2460,6 +2685,7 @@ int main(void)
         cmocka_unit_test(test_meta_get),
         cmocka_unit_test(test_ownership),
         cmocka_unit_test(test_group_close_under_load),
+        cmocka_unit_test(test_membership),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

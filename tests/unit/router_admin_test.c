@@ -8,6 +8,11 @@
  * first replica and those are spread over the nodes; balance-leaders undoes
  * a manual transfer; a move-replica and a remove-node whose source node is
  * stopped complete, and the map forgets the stopped node.
+ * Cluster identity: a second init through a router seeded only with a node
+ * of a live cluster that hosts no meta replica is refused and creates
+ * nothing; init refuses nodes that host replicas or belong elsewhere, and
+ * resumes an init that stopped after claiming some nodes; a move of group 0
+ * updates the nodes' meta hints.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +21,7 @@
 #include <cmocka.h>
 
 #include "lib/cmap.h"
+#include "lib/wire.h"
 #include "node/node.h"
 #include "router/admin.h"
 #include "router/router.h"
@@ -25,6 +31,8 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -554,11 +562,332 @@ static void test_leaders_and_dead_nodes(void **state)
         node_down(&nodes[k]);
 }
 
+/* ---- cluster identity ------------------------------------------------------ */
+
+/* A node's answer to NODE_INFO (or a claim). */
+typedef struct membership {
+    int status;
+    char msg[256];
+    char cluster[MG_CMAP_CLUSTER_MAX]; /* "" for nil */
+    char meta[MG_CMAP_REPLICAS_MAX][MG_CMAP_URL_MAX];
+    uint32_t n_meta;
+    uint32_t n_groups;
+} membership;
+
+/* One internal request straight to a node's rpc URL (as a router sends it):
+ * the reply's status and message in *out; for NODE_INFO its membership. */
+static void node_call(const char *url, int op, uint64_t group, const msgpack_sbuffer *body,
+                      membership *out)
+{
+    memset(out, 0, sizeof *out);
+    nng_socket s;
+    assert_int_equal(nng_req0_open(&s), 0);
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000), 0);
+    assert_int_equal(nng_dial(s, url, NULL, 0), 0);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(mg_wire_req_begin(&pk, op, 1, 0, group, 0, ""), MG_OK);
+    msgpack_sbuffer_write(&sb, body->data, body->size);
+    nng_msg *m, *reply;
+    assert_int_equal(nng_msg_alloc(&m, sb.size), 0);
+    memcpy(nng_msg_body(m), sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(nng_sendmsg(s, m, 0), 0);
+    assert_int_equal(nng_recvmsg(s, &reply, 0), 0);
+    mg_wire_rep rep;
+    mg_error err = {0};
+    assert_int_equal(mg_wire_rep_decode(nng_msg_body(reply), nng_msg_len(reply), &rep, &err),
+                     MG_OK);
+    out->status = rep.status;
+    snprintf(out->msg, sizeof out->msg, "%.*s", (int)rep.msg_len, rep.msg);
+    if (op == MG_OP_NODE_INFO && rep.status == MG_OK) {
+        mg_mp_reader rd = mg_wire_body(rep.body, rep.body_len);
+        uint32_t n, k;
+        assert_int_equal(mg_mp_read_map(&rd, &n), MG_OK);
+        for (uint32_t i = 0; i < n; i++) {
+            bool is_cluster = mg_mp_peek_str_eq(&rd, "cluster"),
+                 is_meta = mg_mp_peek_str_eq(&rd, "meta"),
+                 is_groups = mg_mp_peek_str_eq(&rd, "groups");
+            mg_mp_skip(&rd);
+            if (is_cluster && mg_mp_peek(&rd) != MG_MP_NIL) {
+                assert_int_equal(mg_mp_read_strcpy(&rd, out->cluster, sizeof out->cluster), MG_OK);
+            } else if (is_meta) {
+                assert_int_equal(mg_mp_read_array(&rd, &k), MG_OK);
+                for (uint32_t j = 0; j < k; j++)
+                    assert_int_equal(mg_mp_read_strcpy(&rd, out->meta[j], MG_CMAP_URL_MAX), MG_OK);
+                out->n_meta = k;
+            } else if (is_groups) {
+                assert_int_equal(mg_mp_read_array(&rd, &out->n_groups), MG_OK);
+                for (uint32_t j = 0; j < out->n_groups; j++)
+                    mg_mp_skip(&rd);
+            } else {
+                mg_mp_skip(&rd);
+            }
+        }
+    }
+    nng_msg_free(reply);
+    nng_close(s);
+}
+
+/* NODE_INFO to the node at url, with a claim when cluster is not NULL. */
+static membership node_member(const char *url, const char *cluster, const char *const *meta,
+                              uint32_t n_meta)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (cluster == NULL) {
+        msgpack_pack_map(&pk, 0);
+    } else {
+        msgpack_pack_map(&pk, 1);
+        mg_mp_pack_cstr(&pk, "claim");
+        msgpack_pack_map(&pk, 2);
+        mg_mp_pack_cstr(&pk, "cluster");
+        mg_mp_pack_cstr(&pk, cluster);
+        mg_mp_pack_cstr(&pk, "meta");
+        msgpack_pack_array(&pk, n_meta);
+        for (uint32_t i = 0; i < n_meta; i++)
+            mg_mp_pack_cstr(&pk, meta[i]);
+    }
+    membership mb;
+    node_call(url, MG_OP_NODE_INFO, 0, &sb, &mb);
+    msgpack_sbuffer_destroy(&sb);
+    return mb;
+}
+
+/* The map's cluster id (malloc'd; "" for none). */
+static char *map_cluster(unsigned port)
+{
+    json_t *m = expect(http(port, "/admin/map", NULL), 200, "map");
+    const char *id = json_string_value(json_object_get(m, "cluster"));
+    char *copy = strdup(id ? id : "");
+    json_decref(m);
+    return copy;
+}
+
+/* An answer's status and message, checked. */
+static void expect_refused(answer a, long status, const char *needle, const char *what)
+{
+    const char *msg = json_string_value(json_object_get(a.doc, "message"));
+    if (a.status != status || msg == NULL || strstr(msg, needle) == NULL)
+        fail_msg("%s: HTTP %ld \"%s\", expected %ld with \"%s\"", what, a.status, msg ? msg : "",
+                 status, needle);
+    json_decref(a.doc);
+}
+
+static bool has_meta(const membership *mb, const char *url)
+{
+    for (uint32_t i = 0; i < mb->n_meta; i++)
+        if (strcmp(mb->meta[i], url) == 0)
+            return true;
+    return false;
+}
+
+/* A router seeded only with a node of a live cluster that hosts no meta
+ * replica sees epoch 0; init through it must not build a second cluster. */
+static void test_second_init_refused(void **state)
+{
+    (void)state;
+    enum { N = N_NODES + 1 };
+    test_node nodes[N];
+    const char *seeds[N_NODES];
+    unsigned base = free_ports(N * (2 + RAFT_SPAN));
+    for (int i = 0; i < N; i++)
+        node_up(&nodes[i], (uint64_t)i + 1, base + (unsigned)i * (2 + RAFT_SPAN));
+    for (int i = 0; i < N_NODES; i++)
+        seeds[i] = nodes[i].rep;
+    mg_router_config rc;
+    mg_router_config_default(&rc);
+    rc.listen_port = 0;
+    rc.seeds = seeds;
+    rc.n_seeds = N_NODES;
+    rc.embed_dim = 32;
+    rc.workers = 4;
+    mg_router *r, *r2;
+    mg_error err = {0};
+    if (mg_router_start(&rc, &r, &err) != MG_OK)
+        fail_msg("router: %s", err.msg);
+    unsigned port = mg_router_port(r);
+
+    json_t *m = expect(http(port, "/admin/init", "{\"groups\":1,\"replicas\":3}"), 200, "init");
+    const char *id = json_string_value(json_object_get(m, "cluster"));
+    assert_non_null(id);
+    assert_int_equal(strlen(id), 36);
+    char *cluster = strdup(id);
+    json_decref(m);
+    for (int i = 0; i < N_NODES; i++) {
+        membership mb = node_member(nodes[i].rep, NULL, NULL, 0);
+        assert_int_equal(mb.status, MG_OK);
+        assert_string_equal(mb.cluster, cluster);
+        assert_int_equal(mb.n_meta, 3);
+    }
+    membership mb = node_member(nodes[N - 1].rep, NULL, NULL, 0);
+    assert_string_equal(mb.cluster, ""); /* not a member yet */
+
+    /* add-node claims node 4 with the meta group's nodes as hints. */
+    char body[512];
+    snprintf(body, sizeof body, "{\"rpc\":\"%s\"}", nodes[N - 1].rep);
+    json_decref(expect(http(port, "/admin/nodes", body), 200, "add-node"));
+    mb = node_member(nodes[N - 1].rep, NULL, NULL, 0);
+    assert_string_equal(mb.cluster, cluster);
+    assert_int_equal(mb.n_meta, 3);
+    for (int i = 0; i < N_NODES; i++)
+        assert_true(has_meta(&mb, nodes[i].rep));
+    assert_int_equal(mb.n_groups, 0);
+    json_int_t epoch = map_epoch(port);
+
+    /* A second router whose only seed is node 4: it sees no map... */
+    const char *seeds2[] = {nodes[N - 1].rep};
+    rc.seeds = seeds2;
+    rc.n_seeds = 1;
+    if (mg_router_start(&rc, &r2, &err) != MG_OK)
+        fail_msg("router 2: %s", err.msg);
+    unsigned port2 = mg_router_port(r2);
+    assert_int_equal(map_epoch(port2), 0);
+    /* ...and its init is refused before anything is created. */
+    char needle[128];
+    snprintf(needle, sizeof needle, "node %d already belongs to cluster %s", N, cluster);
+    expect_refused(http(port2, "/admin/init", "{\"groups\":1,\"replicas\":1}"), 409, needle,
+                   "second init over node 4");
+    snprintf(body, sizeof body, "{\"groups\":2,\"replicas\":1,\"nodes\":[\"%s\"]}",
+             nodes[N - 1].rep);
+    expect_refused(http(port2, "/admin/init", body), 409, needle, "second init with nodes");
+    assert_int_equal(mg_node_n_groups(nodes[N - 1].node), 0);
+    mb = node_member(nodes[N - 1].rep, NULL, NULL, 0);
+    assert_string_equal(mb.cluster, cluster);
+    assert_int_equal(mb.n_groups, 0);
+    assert_int_equal(map_epoch(port), epoch);
+    char *now = map_cluster(port);
+    assert_string_equal(now, cluster);
+    free(now);
+    wait_healthy(port);
+
+    /* Moving a meta replica to node 4 updates every node's hints. */
+    snprintf(body, sizeof body, "{\"group\":0,\"from\":1,\"to\":%d}", N);
+    json_decref(expect(http(port, "/admin/move-replica", body), 200, "move group 0"));
+    for (int i = 1; i < N; i++) {
+        mb = node_member(nodes[i].rep, NULL, NULL, 0);
+        assert_string_equal(mb.cluster, cluster);
+        assert_int_equal(mb.n_meta, 3);
+        assert_true(has_meta(&mb, nodes[N - 1].rep));
+        assert_false(has_meta(&mb, nodes[0].rep));
+    }
+    /* Router 2 now finds the map through node 4: init is "already done". */
+    expect_refused(http(port2, "/admin/init", "{\"groups\":1,\"replicas\":1}"), 409,
+                   "already initialized", "init after group 0 moved to node 4");
+
+    free(cluster);
+    mg_router_stop(r2);
+    mg_router_stop(r);
+    for (int k = 0; k < N; k++)
+        node_down(&nodes[k]);
+}
+
+/* Init refuses nodes that host replicas or belong to a cluster whose meta
+ * group is elsewhere, and resumes an init that stopped after claiming. */
+static void test_init_refusals_and_resume(void **state)
+{
+    (void)state;
+    test_node nodes[N_NODES];
+    const char *seeds[N_NODES];
+    unsigned base = free_ports(N_NODES * (2 + RAFT_SPAN));
+    for (int i = 0; i < N_NODES; i++) {
+        node_up(&nodes[i], (uint64_t)i + 1, base + (unsigned)i * (2 + RAFT_SPAN));
+        seeds[i] = nodes[i].rep;
+    }
+    mg_router_config rc;
+    mg_router_config_default(&rc);
+    rc.listen_port = 0;
+    rc.seeds = seeds;
+    rc.n_seeds = N_NODES;
+    rc.embed_dim = 32;
+    rc.workers = 4;
+    mg_router *r;
+    mg_error err = {0};
+    if (mg_router_start(&rc, &r, &err) != MG_OK)
+        fail_msg("router: %s", err.msg);
+    unsigned port = mg_router_port(r);
+    const char *init = "{\"groups\":1,\"replicas\":3}";
+
+    /* Node 3 hosts a replica (opened without a cluster): refused. */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", base + 2 * (2 + RAFT_SPAN) + 2 + 7);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    mg_mp_pack_cstr(&pk, "replica");
+    msgpack_pack_uint64(&pk, 3);
+    mg_mp_pack_cstr(&pk, "address");
+    mg_mp_pack_cstr(&pk, addr);
+    mg_mp_pack_cstr(&pk, "bootstrap");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 2);
+    mg_mp_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 3);
+    mg_mp_pack_cstr(&pk, "address");
+    mg_mp_pack_cstr(&pk, addr);
+    membership mb;
+    node_call(nodes[2].rep, MG_OP_GROUP_OPEN, 7, &sb, &mb);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(mb.status, MG_OK);
+    expect_refused(http(port, "/admin/init", init), 409, "node 3 already hosts replicas (groups 7)",
+                   "init over a node hosting a replica");
+    for (int i = 0; i < N_NODES; i++) {
+        mb = node_member(nodes[i].rep, NULL, NULL, 0);
+        assert_string_equal(mb.cluster, "");
+        assert_int_equal(mb.n_groups, i == 2 ? 1 : 0);
+    }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mg_mp_pack_cstr(&pk, "destroy");
+    msgpack_pack_true(&pk);
+    node_call(nodes[2].rep, MG_OP_GROUP_CLOSE, 7, &sb, &mb);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(mb.status, MG_OK);
+
+    /* Node 1 claimed by a cluster whose meta group is elsewhere: refused. */
+    const char *id = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f";
+    const char *elsewhere[] = {"tcp://127.0.0.1:1"};
+    assert_int_equal(node_member(nodes[0].rep, id, elsewhere, 1).status, MG_OK);
+    char needle[160];
+    snprintf(needle, sizeof needle, "node 1 already belongs to cluster %s", id);
+    expect_refused(http(port, "/admin/init", init), 409, needle, "init over a foreign node");
+    assert_int_equal(map_epoch(port), 0);
+    assert_string_equal(node_member(nodes[1].rep, NULL, NULL, 0).cluster, "");
+
+    /* An init that stopped after claiming nodes 1 and 2 (hints: the meta
+     * group's nodes, all three): a rerun adopts the id and finishes. */
+    assert_int_equal(node_member(nodes[0].rep, id, seeds, N_NODES).status, MG_OK);
+    assert_int_equal(node_member(nodes[1].rep, id, seeds, N_NODES).status, MG_OK);
+    json_t *m = expect(http(port, "/admin/init", init), 200, "init resumed");
+    assert_string_equal(json_string_value(json_object_get(m, "cluster")), id);
+    assert_int_equal(jint(m, "epoch"), 1);
+    json_decref(m);
+    for (int i = 0; i < N_NODES; i++) {
+        mb = node_member(nodes[i].rep, NULL, NULL, 0);
+        assert_string_equal(mb.cluster, id);
+        assert_int_equal(mb.n_groups, 2);
+    }
+    wait_healthy(port);
+
+    mg_router_stop(r);
+    for (int k = 0; k < N_NODES; k++)
+        node_down(&nodes[k]);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_admin),
-                                       cmocka_unit_test(test_leaders_and_dead_nodes)};
+                                       cmocka_unit_test(test_leaders_and_dead_nodes),
+                                       cmocka_unit_test(test_second_init_refused),
+                                       cmocka_unit_test(test_init_refusals_and_resume)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;
