@@ -29,55 +29,21 @@
 
 /* ---- the replica file --------------------------------------------------- */
 
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return -1;
-    int rv = fsync(fd);
-    close(fd);
-    return rv;
-}
-
 static int replica_file_write(const char *data_dir, uint64_t group_id, uint64_t replica_id,
                               const char *address, mg_error *err)
 {
-    char dir[PATH_CAP], path[PATH_CAP], tmp[PATH_CAP + 8];
+    char dir[PATH_CAP], path[PATH_CAP];
     if (mg_host_group_path(data_dir, group_id, NULL, dir, sizeof dir) != MG_OK ||
         mg_host_group_path(data_dir, group_id, REPLICA_FILE, path, sizeof path) != MG_OK)
         return mg_error_set(err, MG_ETOOBIG, "data directory path too long");
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     json_t *doc = json_pack("{s:I, s:s}", "replica", (json_int_t)replica_id, "address", address);
     char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (text == NULL)
         return mg_error_set(err, MG_ENOMEM, "out of memory writing %s", path);
-    size_t len = strlen(text);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        free(text);
-        return mg_error_set(err, MG_EIO, "creating %s: %s", tmp, strerror(errno));
-    }
-    ssize_t w = write(fd, text, len);
-    int saved = errno;
+    int rc = node_file_write_atomic(dir, path, text, err);
     free(text);
-    if (w != (ssize_t)len || fsync(fd) != 0) {
-        if (w == (ssize_t)len)
-            saved = errno;
-        close(fd);
-        unlink(tmp);
-        return mg_error_set(err, MG_EIO, "writing %s: %s", tmp,
-                            w >= 0 && w != (ssize_t)len ? "short write" : strerror(saved));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        saved = errno;
-        unlink(tmp);
-        return mg_error_set(err, MG_EIO, "renaming %s: %s", tmp, strerror(saved));
-    }
-    if (sync_dir(dir) != 0)
-        return mg_error_set(err, MG_EIO, "syncing %s: %s", dir, strerror(errno));
-    return MG_OK;
+    return rc;
 }
 
 /* MG_OK with the file's contents, MG_ENOTFOUND when there is none,
@@ -104,6 +70,16 @@ static int replica_file_read(const char *path, uint64_t *replica_id, char *addre
     }
     json_decref(doc);
     return rc;
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rv = fsync(fd);
+    close(fd);
+    return rv;
 }
 
 static void replica_file_remove(const char *data_dir, uint64_t group_id)
