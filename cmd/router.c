@@ -270,12 +270,15 @@ int mg_cmd_router(int argc, char **argv)
         goto done;
     }
     unsigned long long epoch = (unsigned long long)mg_router_epoch(router);
-    if (epoch == 0)
-        mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu seed%s, cluster not "
-                     "initialized yet: run memgrid ctl init)\n",
+    mg_error why = {0};
+    if (epoch == 0 && mg_router_need_map(router, &why) != MG_OK)
+        mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu seed%s, no cluster map: "
+                     "%s)\n",
                      o.host, (unsigned)mg_router_port(router), o.n_seeds,
-                     o.n_seeds == 1 ? "" : "s");
+                     o.n_seeds == 1 ? "" : "s", why.msg);
     else
+        epoch = (unsigned long long)mg_router_epoch(router);
+    if (epoch != 0)
         mg_cmd_ready("memgrid router: listening on http://%s:%u (%zu seed%s, map epoch %llu)\n",
                      o.host, (unsigned)mg_router_port(router), o.n_seeds,
                      o.n_seeds == 1 ? "" : "s", epoch);

@@ -167,7 +167,7 @@ int cube_create(mg_router *r, const char *cube_id, const char *owner, const char
 int router_data_groups(mg_router *r, uint64_t **out, size_t *n, mg_error *err);
 
 /* MG_OK when the router has a cluster map (fetching one when it has none),
- * else MG_EUNAVAIL with MG_CLIENT_NO_MAP_MSG (HTTP 503). */
+ * else MG_EUNAVAIL with the reason (mg_client_need_map; HTTP 503). */
 int router_need_map(mg_router *r, mg_error *err);
 
 /* Forgets a cached cube. */

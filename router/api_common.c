@@ -325,12 +325,12 @@ double router_relativity(const mg_router *r, double raw)
 
 int router_need_map(mg_router *r, mg_error *err)
 {
-    if (mg_client_epoch(r->client) != 0)
-        return MG_OK;
-    mg_client_refresh(r->client, NULL);
-    if (mg_client_epoch(r->client) != 0)
-        return MG_OK;
-    return mg_error_set(err, MG_EUNAVAIL, "%s", MG_CLIENT_NO_MAP_MSG);
+    return mg_client_need_map(r->client, err);
+}
+
+int mg_router_need_map(mg_router *r, mg_error *err)
+{
+    return router_need_map(r, err);
 }
 
 int router_data_groups(mg_router *r, uint64_t **out, size_t *n, mg_error *err)

@@ -78,8 +78,28 @@ void mg_client_close(mg_client *c);
 /* The data group of a cube in the current map (0 when there is no map). */
 uint64_t mg_client_group(mg_client *c, const char *cube_id, size_t len);
 
-/* The message of calls that need a map when there is none (MG_EUNAVAIL). */
-#define MG_CLIENT_NO_MAP_MSG "cluster not initialized: run memgrid ctl init"
+/* Why there is no map, as the last refresh found (see "Finding the cluster"
+ * below): MG_OK when the client has a map (fetching one first when it has
+ * none), else MG_EUNAVAIL with the reason. */
+int mg_client_need_map(mg_client *c, mg_error *err);
+
+/* The reason of the seeds that answered, none belonging to a cluster or
+ * hosting the meta group. */
+#define MG_CLIENT_NOT_INIT_MSG "cluster not initialized: run memgrid ctl init"
+
+/* The message of calls that need a map when there is none (MG_EUNAVAIL):
+ * the reason the calling thread last heard from a refresh (any client's),
+ * MG_CLIENT_NOT_INIT_MSG when it heard none. The string is the thread's own
+ * and stays valid until its next refresh. Prefer mg_client_need_map, which
+ * names the client. */
+const char *mg_client_no_map_msg(void);
+#define MG_CLIENT_NO_MAP_MSG mg_client_no_map_msg()
+
+/* The id (a UUID) of the cluster the client talks to, NUL-terminated into
+ * buf (cap bytes, MG_CMAP_CLUSTER_MAX is enough; "" when unknown): the
+ * map's, else the one a seed named in its NODE_INFO answer (the first
+ * heard). Whether one is known. */
+bool mg_client_cluster(mg_client *c, char *buf, size_t cap);
 
 
 /* ---- the map ------------------------------------------------------------ */
@@ -96,14 +116,42 @@ bool mg_client_set_map(mg_client *c, const mg_cmap *m);
 
 /* Asks the meta group (META_GET, leader read) for the map and installs it
  * when newer. Concurrent callers share one request; a refresh asked within
- * 20 ms of the last one completing reuses it. MG_OK (also when the meta
- * group has no map yet: epoch stays 0), or the call's error. */
+ * 20 ms of the last one completing reuses it. MG_OK (also when the cluster
+ * is not initialized, or the meta group has no map yet: epoch stays 0), or
+ * the error (MG_EUNAVAIL "no seed node answered (...)", "cluster <id>: the
+ * meta group is not reachable (...)", or the call's error).
+ *
+ * Finding the cluster: once a map is known, META_GET goes only to the map's
+ * replicas of the meta group, and while they elect (NOT_LEADER without a
+ * hint, EBUSY, a connection lost) it is re-sent until the deadline, as for
+ * any group; no other node is asked, so an error never names a node that
+ * does not host the meta group. Without a map, the seeds are first asked
+ * NODE_INFO (200 ms at most, all at once); the meta group's nodes their
+ * answers name ("meta") become seeds too and are asked in turn, and
+ * META_GET then goes to the seeds, those that said they host the meta
+ * group first (a node that answers "not hosted" is not asked again in that
+ * call; a node known only from mg_client_probe is never asked). When there
+ * is still no map (mg_client_need_map's reason):
+ *   - no seed answered: MG_EUNAVAIL "no seed node answered (URL, ...)",
+ *     at once (no META_GET);
+ *   - a seed belongs to a cluster ("cluster" in NODE_INFO) and the meta
+ *     group could not be reached: MG_EUNAVAIL "cluster <id>: the meta group
+ *     is not reachable (<last error>)" (never "not initialized");
+ *   - the meta group answered without a map: MG_OK, "cluster <id>: being
+ *     initialized (...)" or MG_CLIENT_NOT_INIT_MSG without a cluster id;
+ *   - seeds answered, none belongs to a cluster or hosts the meta group,
+ *     and every node said it hosts none: MG_OK, MG_CLIENT_NOT_INIT_MSG. */
 int mg_client_refresh(mg_client *c, mg_error *err);
 
 /* Learns a node by its rpc URL (NODE_INFO on a temporary socket, at most
  * timeout_ms) and dials it. *info (may be NULL) gets the node's answer:
- * id, rpc, survey, raft_host, raft_port (state UP). MG_EUNAVAIL when it does
- * not answer. */
+ * id, rpc, survey, raft_host, raft_port (state UP). Whether it hosts the
+ * meta group is kept; and when it belongs to the cluster the client knows
+ * already (mg_client_cluster) and there is no map, the meta group's nodes
+ * it names are added as seeds. A node of another cluster, or any node
+ * while the client knows none, teaches nothing more: probing a node before
+ * adding it must not lead the client to a foreign cluster's map.
+ * MG_EUNAVAIL when it does not answer. */
 int mg_client_probe(mg_client *c, const char *rpc_url, unsigned timeout_ms, mg_cmap_node *info,
                     mg_error *err);
 

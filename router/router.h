@@ -104,6 +104,11 @@ uint16_t mg_router_port(const mg_router *r);
 /* Epoch of the cluster map the router holds (0: none yet). */
 uint64_t mg_router_epoch(mg_router *r);
 
+/* MG_OK when the router has a cluster map (asking the seeds for one when it
+ * has none), else MG_EUNAVAIL with the reason in err: no seed answered, the
+ * cluster's meta group is not reachable, or the cluster is not initialized. */
+int mg_router_need_map(mg_router *r, mg_error *err);
+
 /* Stops accepting, finishes the requests in flight (their cluster calls end
  * at their deadline at the latest), stops the workers, closes the sockets and
  * frees. Any thread but a router or nng one; NULL is a no-op. */

@@ -10,6 +10,14 @@
  * send it to nobody), a node that never connects is reported at once, and a
  * node whose connection drops with the survey in flight has its group asked
  * of another replica.
+ *
+ * Finding the cluster, against fake nodes' rpc sides (a rep thread each,
+ * answering NODE_INFO and META_GET): seeds that do not answer are reported
+ * as such, never as "not initialized"; seeds that answer and host nothing
+ * are "not initialized"; a seed of a cluster whose meta group cannot be
+ * reached says so; a seed that hosts no meta replica leads the client to
+ * the meta nodes it names; and with a map, group-0 calls go only to the
+ * map's meta replicas.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +31,7 @@
 #include "router/client.h"
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/survey0/respond.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -203,7 +212,8 @@ static void test_no_map(void **state)
     assert_int_equal(mg_client_call_cube(c, "", MG_OP_CUBE_GET, "alice", body, sizeof body, &rep,
                                          &err),
                      MG_EUNAVAIL);
-    assert_non_null(strstr(err.msg, "no cluster map")); /* the seed is not up */
+    /* the seed is not up */
+    assert_string_equal(err.msg, "no seed node answered (inproc://router-client-test-nowhere)");
     assert_null(rep.msg);
     /* the seed is not up: the refresh fails, the map stays empty */
     assert_int_not_equal(mg_client_refresh(c, &err), MG_OK);
@@ -551,6 +561,413 @@ static void test_survey_connection_drop(void **state)
     assert_int_equal(o.follower_surveys[1], 1);
 }
 
+/* ---- finding the cluster: fake nodes' rpc sides ---------------------------- */
+
+/* A node's rpc side (nng rep on inproc): NODE_INFO gets its id, "groups"
+ * ([0] when it hosts the meta group), "cluster" and "meta"; META_GET gets,
+ * when it hosts the meta group, `electing` NOT_LEADER answers without a
+ * hint first (-1: only those), then its map (nil when none); any other
+ * request, or META_GET when it hosts no meta replica, gets a node's
+ * "group G is not hosted on node N". */
+typedef struct fake_rpc {
+    uint64_t id;
+    char url[64];
+    const char *cluster;      /* NULL: nil */
+    const char *meta[2];
+    uint32_t n_meta;
+    bool hosts_meta;
+    const mg_cmap *map;
+    atomic_int electing;
+    nng_socket sock;
+    pthread_t th;
+    atomic_bool stop;
+    atomic_int node_infos, meta_gets, not_hosted, bad;
+} fake_rpc;
+
+static int fake_pack_node_info(fake_rpc *f, msgpack_packer *pk)
+{
+    int rc = msgpack_pack_map(pk, 8);
+    rc |= mg_mp_pack_cstr(pk, "node") | msgpack_pack_uint64(pk, f->id);
+    rc |= mg_mp_pack_cstr(pk, "rpc") | mg_mp_pack_cstr(pk, f->url);
+    rc |= mg_mp_pack_cstr(pk, "survey") | mg_mp_pack_cstr(pk, "");
+    rc |= mg_mp_pack_cstr(pk, "raft_host") | mg_mp_pack_cstr(pk, "127.0.0.1");
+    rc |= mg_mp_pack_cstr(pk, "raft_port") | msgpack_pack_uint32(pk, 22000);
+    rc |= mg_mp_pack_cstr(pk, "groups") | msgpack_pack_array(pk, f->hosts_meta ? 1 : 0);
+    if (f->hosts_meta)
+        rc |= msgpack_pack_uint64(pk, 0);
+    rc |= mg_mp_pack_cstr(pk, "cluster");
+    rc |= f->cluster != NULL ? mg_mp_pack_cstr(pk, f->cluster) : msgpack_pack_nil(pk);
+    rc |= mg_mp_pack_cstr(pk, "meta") | msgpack_pack_array(pk, f->n_meta);
+    for (uint32_t i = 0; i < f->n_meta; i++)
+        rc |= mg_mp_pack_cstr(pk, f->meta[i]);
+    return rc;
+}
+
+static int fake_pack_meta_get(fake_rpc *f, msgpack_packer *pk, uint64_t rid)
+{
+    int electing = atomic_load(&f->electing);
+    if (electing != 0) {
+        if (electing > 0)
+            atomic_fetch_sub(&f->electing, 1);
+        return mg_wire_rep_begin(pk, rid, MG_ENOTLEADER, "not the leader (electing)", 0, NULL,
+                                 0) |
+               msgpack_pack_nil(pk);
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    mg_error err;
+    if (f->map != NULL && mg_cmap_encode(f->map, &buf, &len, &err) != MG_OK)
+        return -1;
+    int rc = mg_wire_rep_begin(pk, rid, MG_OK, NULL, 0, NULL, 0) | msgpack_pack_map(pk, 2) |
+             mg_mp_pack_cstr(pk, "epoch") |
+             msgpack_pack_uint64(pk, f->map != NULL ? f->map->epoch : 0) |
+             mg_mp_pack_cstr(pk, "map");
+    rc |= buf != NULL ? mg_mp_pack_binn(pk, buf, len) : msgpack_pack_nil(pk);
+    free(buf);
+    return rc;
+}
+
+static void *fake_rpc_main(void *arg)
+{
+    fake_rpc *f = arg;
+    while (!atomic_load(&f->stop)) {
+        nng_msg *m;
+        if (nng_recvmsg(f->sock, &m, 0) != 0)
+            continue;
+        mg_wire_req req = {0};
+        mg_error err;
+        int rc = mg_wire_req_decode(nng_msg_body(m), nng_msg_len(m), &req, &err);
+        nng_msg *rep = NULL;
+        if (rc == MG_OK && nng_msg_alloc(&rep, 0) != 0)
+            rep = NULL;
+        if (rep != NULL) {
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, rep, fake_write);
+            if (req.op == MG_OP_NODE_INFO) {
+                atomic_fetch_add(&f->node_infos, 1);
+                rc = mg_wire_rep_begin(&pk, req.rid, MG_OK, NULL, 0, NULL, 0) |
+                     fake_pack_node_info(f, &pk);
+            } else if (req.op == MG_OP_META_GET && f->hosts_meta) {
+                atomic_fetch_add(&f->meta_gets, 1);
+                rc = fake_pack_meta_get(f, &pk, req.rid);
+            } else {
+                char msg[80];
+                snprintf(msg, sizeof msg, "group %llu is not hosted on node %llu",
+                         (unsigned long long)req.group, (unsigned long long)f->id);
+                atomic_fetch_add(&f->not_hosted, 1);
+                if (req.op == MG_OP_META_GET)
+                    atomic_fetch_add(&f->meta_gets, 1);
+                rc = mg_wire_rep_begin(&pk, req.rid, MG_ENOTFOUND, msg, 0, NULL, 0) |
+                     msgpack_pack_nil(&pk);
+            }
+        }
+        nng_msg_free(m);
+        if (rep == NULL || rc != 0 || nng_sendmsg(f->sock, rep, 0) != 0) {
+            atomic_fetch_add(&f->bad, 1);
+            if (rep != NULL)
+                nng_msg_free(rep);
+        }
+    }
+    return NULL;
+}
+
+/* Set the fields to answer with before starting. */
+static void fake_rpc_init(fake_rpc *f, uint64_t id, const char *url)
+{
+    memset(f, 0, sizeof *f);
+    f->id = id;
+    snprintf(f->url, sizeof f->url, "%s", url);
+    atomic_init(&f->electing, 0);
+    atomic_init(&f->stop, false);
+    atomic_init(&f->node_infos, 0);
+    atomic_init(&f->meta_gets, 0);
+    atomic_init(&f->not_hosted, 0);
+    atomic_init(&f->bad, 0);
+}
+
+static void fake_rpc_start(fake_rpc *f)
+{
+    assert_int_equal(nng_rep0_open(&f->sock), 0);
+    assert_int_equal(nng_listen(f->sock, f->url, NULL, 0), 0);
+    nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
+    assert_int_equal(pthread_create(&f->th, NULL, fake_rpc_main, f), 0);
+}
+
+/* Stops the thread; whether it met a problem is in `bad` (checked by the
+ * caller after its own checks, so that an assert never leaves it running). */
+static void fake_rpc_stop(fake_rpc *f)
+{
+    atomic_store(&f->stop, true);
+    pthread_join(f->th, NULL);
+    nng_close(f->sock);
+}
+
+static mg_client *open_seeded(const char *const *seed_urls, size_t n, const mg_cmap *map)
+{
+    mg_client_config cfg = {.seeds = seed_urls, .n_seeds = n, .map = map,
+                            .call_timeout_ms = 300, .survey_timeout_ms = 300};
+    mg_client *c = NULL;
+    mg_error err = {0};
+    if (mg_client_open(&cfg, &c, &err) != MG_OK)
+        fail_msg("mg_client_open: %s", err.msg);
+    return c;
+}
+
+/* (a) Seeds that nobody listens on: the refresh, the map check and a cube
+ * call all say that no seed answered, naming them, and not that the cluster
+ * is not initialized (which would invite `ctl init`). */
+static void test_seeds_unreachable(void **state)
+{
+    (void)state;
+    static const char *const dead[] = {"inproc://rc-dead-1", "inproc://rc-dead-2"};
+    static const char want[] = "no seed node answered (inproc://rc-dead-1, inproc://rc-dead-2)";
+    mg_client *c = open_seeded(dead, 2, NULL);
+    mg_error err = {0};
+    assert_int_equal(mg_client_refresh(c, &err), MG_EUNAVAIL);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(mg_client_epoch(c), 0);
+    assert_string_equal(MG_CLIENT_NO_MAP_MSG, want);
+    mg_error_clear(&err);
+    assert_int_equal(mg_client_need_map(c, &err), MG_EUNAVAIL);
+    assert_string_equal(err.msg, want);
+    static const uint8_t body[] = {0x80};
+    mg_client_reply rep = {0};
+    assert_int_equal(mg_client_call_cube(c, "", MG_OP_CUBE_GET, "alice", body, sizeof body, &rep,
+                                         &err),
+                     MG_EUNAVAIL);
+    assert_string_equal(err.msg, want);
+    char id[MG_CMAP_CLUSTER_MAX];
+    assert_false(mg_client_cluster(c, id, sizeof id));
+    assert_string_equal(id, "");
+    mg_client_close(c);
+}
+
+/* A seed that answers, belongs to no cluster and hosts nothing: the cluster
+ * is not initialized (the refresh itself succeeds, with no map). */
+static void test_seed_not_initialized(void **state)
+{
+    (void)state;
+    fake_rpc seed;
+    fake_rpc_init(&seed, 1, "inproc://rc-fresh-1");
+    fake_rpc_start(&seed);
+    static const char *const urls[] = {"inproc://rc-fresh-1"};
+    mg_client *c = open_seeded(urls, 1, NULL);
+    mg_error err = {0};
+    int rc = mg_client_refresh(c, &err);
+    uint64_t epoch = mg_client_epoch(c);
+    mg_error need = {0};
+    int need_rc = mg_client_need_map(c, &need);
+    mg_client_close(c);
+    fake_rpc_stop(&seed);
+    assert_int_equal(rc, MG_OK);
+    assert_int_equal(epoch, 0);
+    assert_int_equal(need_rc, MG_EUNAVAIL);
+    assert_string_equal(need.msg, MG_CLIENT_NOT_INIT_MSG);
+    assert_true(atomic_load(&seed.meta_gets) >= 1);
+    assert_int_equal(atomic_load(&seed.bad), 0);
+}
+
+#define CLUSTER_ID "3f2a9c1e-7b4d-4e8a-9f60-2c5d8e1b7a44"
+
+/* A seed of a cluster whose meta group cannot be reached (the node it names
+ * is gone): the error says so and never "not initialized". */
+static void test_seed_cluster_meta_unreachable(void **state)
+{
+    (void)state;
+    fake_rpc seed;
+    fake_rpc_init(&seed, 2, "inproc://rc-orphan-2");
+    seed.cluster = CLUSTER_ID;
+    seed.meta[0] = "inproc://rc-orphan-gone";
+    seed.n_meta = 1;
+    fake_rpc_start(&seed);
+    static const char *const urls[] = {"inproc://rc-orphan-2"};
+    mg_client *c = open_seeded(urls, 1, NULL);
+    mg_error err = {0};
+    int rc = mg_client_refresh(c, &err);
+    mg_error need = {0};
+    int need_rc = mg_client_need_map(c, &need);
+    char id[MG_CMAP_CLUSTER_MAX];
+    bool known = mg_client_cluster(c, id, sizeof id);
+    mg_client_close(c);
+    fake_rpc_stop(&seed);
+    static const char want[] = "cluster " CLUSTER_ID ": the meta group is not reachable (";
+    assert_int_equal(rc, MG_EUNAVAIL);
+    assert_memory_equal(err.msg, want, strlen(want));
+    assert_null(strstr(err.msg, "not initialized"));
+    assert_null(strstr(err.msg, "not hosted")); /* the seed hosts no meta replica */
+    assert_int_equal(need_rc, MG_EUNAVAIL);
+    assert_memory_equal(need.msg, want, strlen(want));
+    assert_true(known);
+    assert_string_equal(id, CLUSTER_ID);
+    assert_int_equal(atomic_load(&seed.bad), 0);
+}
+
+/* Two nodes on inproc rpc URLs <tag>-1 and <tag>-2, one data group, the
+ * meta group on node 1 alone; the given epoch and cluster id. */
+static mg_cmap *make_rpc_map(const char *tag, uint64_t epoch)
+{
+    mg_cmap *m = malloc(sizeof *m);
+    assert_non_null(m);
+    mg_cmap_node nodes[2];
+    memset(nodes, 0, sizeof nodes);
+    for (uint32_t i = 0; i < 2; i++) {
+        nodes[i].id = i + 1;
+        snprintf(nodes[i].rpc, sizeof nodes[i].rpc, "inproc://%s-%u", tag, i + 1);
+        snprintf(nodes[i].survey, sizeof nodes[i].survey, "inproc://%s-s%u", tag, i + 1);
+        snprintf(nodes[i].raft_host, sizeof nodes[i].raft_host, "127.0.0.1");
+        nodes[i].raft_port = 23000 + 100 * i;
+    }
+    mg_error err = {0};
+    if (mg_cmap_initial(m, nodes, 2, 1, 1, &err) != MG_OK)
+        fail_msg("mg_cmap_initial: %s", err.msg);
+    m->epoch = epoch;
+    snprintf(m->cluster, sizeof m->cluster, "%s", CLUSTER_ID);
+    for (uint32_t i = 0; i < m->n_groups; i++)
+        if (m->groups[i].id == 0) {
+            m->groups[i].n_replicas = 1;
+            m->groups[i].replicas[0] = 1;
+        }
+    return m;
+}
+
+/* (b) The only seed hosts no meta replica but names the node that does:
+ * the client asks that node and gets the map. */
+static void test_seed_names_meta_nodes(void **state)
+{
+    (void)state;
+    mg_cmap *m = make_rpc_map("rc-hint", 3);
+    fake_rpc meta, seed;
+    fake_rpc_init(&meta, 1, "inproc://rc-hint-1");
+    meta.cluster = CLUSTER_ID;
+    meta.hosts_meta = true;
+    meta.map = m;
+    fake_rpc_init(&seed, 2, "inproc://rc-hint-2");
+    seed.cluster = CLUSTER_ID;
+    seed.meta[0] = "inproc://rc-hint-1";
+    seed.n_meta = 1;
+    fake_rpc_start(&meta);
+    fake_rpc_start(&seed);
+    static const char *const urls[] = {"inproc://rc-hint-2"};
+    mg_client *c = open_seeded(urls, 1, NULL);
+    mg_error err = {0};
+    int rc = mg_client_refresh(c, &err);
+    uint64_t epoch = mg_client_epoch(c);
+    char id[MG_CMAP_CLUSTER_MAX];
+    bool known = mg_client_cluster(c, id, sizeof id);
+    mg_client_close(c);
+    fake_rpc_stop(&meta);
+    fake_rpc_stop(&seed);
+    free(m);
+    if (rc != MG_OK)
+        fail_msg("refresh: %s", err.msg);
+    assert_int_equal(epoch, 3);
+    assert_true(known);
+    assert_string_equal(id, CLUSTER_ID);
+    assert_true(atomic_load(&seed.node_infos) >= 1);
+    assert_true(atomic_load(&meta.node_infos) >= 1); /* probed as a seed */
+    assert_true(atomic_load(&meta.meta_gets) >= 1);
+    /* the node that said it hosts the meta group was asked first */
+    assert_int_equal(atomic_load(&seed.meta_gets), 0);
+    assert_int_equal(atomic_load(&meta.bad), 0);
+    assert_int_equal(atomic_load(&seed.bad), 0);
+}
+
+/* A node probed by an admin (mg_client_probe) that belongs to another
+ * cluster and hosts its meta group teaches the client nothing: its map is
+ * not fetched, its cluster id not taken, and the client's own seed still
+ * says the cluster is not initialized. */
+static void test_probe_of_foreign_node(void **state)
+{
+    (void)state;
+    mg_cmap *m = make_rpc_map("rc-foreign", 5);
+    fake_rpc seed, foreign;
+    fake_rpc_init(&seed, 1, "inproc://rc-own-1");
+    fake_rpc_init(&foreign, 7, "inproc://rc-foreign-1");
+    foreign.cluster = CLUSTER_ID;
+    foreign.hosts_meta = true;
+    foreign.map = m;
+    foreign.meta[0] = "inproc://rc-foreign-1";
+    foreign.n_meta = 1;
+    fake_rpc_start(&seed);
+    fake_rpc_start(&foreign);
+    static const char *const urls[] = {"inproc://rc-own-1"};
+    mg_client *c = open_seeded(urls, 1, NULL);
+    mg_cmap_node info;
+    mg_error err = {0};
+    int prc = mg_client_probe(c, "inproc://rc-foreign-1", 300, &info, &err);
+    int rc = mg_client_refresh(c, &err);
+    uint64_t epoch = mg_client_epoch(c);
+    char id[MG_CMAP_CLUSTER_MAX];
+    bool known = mg_client_cluster(c, id, sizeof id);
+    mg_error need = {0};
+    mg_client_need_map(c, &need);
+    mg_client_close(c);
+    fake_rpc_stop(&seed);
+    fake_rpc_stop(&foreign);
+    free(m);
+    assert_int_equal(prc, MG_OK);
+    assert_int_equal(info.id, 7);
+    assert_int_equal(rc, MG_OK);
+    assert_int_equal(epoch, 0);
+    assert_false(known);
+    assert_string_equal(need.msg, MG_CLIENT_NOT_INIT_MSG);
+    assert_int_equal(atomic_load(&foreign.meta_gets), 0);
+    assert_int_equal(atomic_load(&foreign.node_infos), 1); /* the probe only */
+    assert_int_equal(atomic_load(&seed.bad), 0);
+    assert_int_equal(atomic_load(&foreign.bad), 0);
+}
+
+/* (c) With a map whose meta group is on node 1 alone, group-0 calls never
+ * go to node 2 (which would answer "not hosted"): while node 1 elects the
+ * call keeps asking it until the deadline and fails with its answer; once
+ * it leads, the refresh gets the newer map. */
+static void test_meta_calls_stay_on_replicas(void **state)
+{
+    (void)state;
+    mg_cmap *m1 = make_rpc_map("rc-meta", 1);
+    mg_cmap *m2 = make_rpc_map("rc-meta", 2);
+    fake_rpc a, b;
+    fake_rpc_init(&a, 1, "inproc://rc-meta-1");
+    a.hosts_meta = true;
+    a.map = m2;
+    atomic_store(&a.electing, -1);
+    fake_rpc_init(&b, 2, "inproc://rc-meta-2");
+    fake_rpc_start(&a);
+    fake_rpc_start(&b);
+    mg_client *c = open_seeded(NULL, 0, m1);
+    static const uint8_t body[] = {0x80};
+    mg_client_reply rep = {0};
+    mg_error err = {0};
+    int rc = mg_client_call1(c, "", MG_OP_META_GET, 0, body, sizeof body, &rep, &err);
+    mg_client_reply_free(&rep);
+    mg_error err1 = err;
+    int electing_gets = atomic_load(&a.meta_gets);
+    mg_error rerr = {0};
+    int rrc = mg_client_refresh(c, &rerr);
+    mg_error rerr1 = rerr;
+    atomic_store(&a.electing, 0); /* node 1 leads now */
+    usleep(30 * 1000);            /* past the refresh's reuse window */
+    int rrc2 = mg_client_refresh(c, &rerr);
+    uint64_t epoch = mg_client_epoch(c);
+    mg_client_close(c);
+    fake_rpc_stop(&a);
+    fake_rpc_stop(&b);
+    free(m1);
+    free(m2);
+    assert_int_equal(rc, MG_ENOTLEADER);
+    assert_string_equal(err1.msg, "not the leader (electing)");
+    assert_true(electing_gets >= 2); /* asked again, not given up on */
+    assert_int_equal(rrc, MG_ENOTLEADER);
+    assert_null(strstr(rerr1.msg, "not hosted"));
+    if (rrc2 != MG_OK)
+        fail_msg("refresh: %s", rerr.msg);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(atomic_load(&b.meta_gets), 0);
+    assert_int_equal(atomic_load(&b.not_hosted), 0);
+    assert_int_equal(atomic_load(&a.bad), 0);
+    assert_int_equal(atomic_load(&b.bad), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +976,12 @@ int main(void)
         cmocka_unit_test(test_survey_waits_for_connection),
         cmocka_unit_test(test_survey_unconnected_node_missing),
         cmocka_unit_test(test_survey_connection_drop),
+        cmocka_unit_test(test_seeds_unreachable),
+        cmocka_unit_test(test_seed_not_initialized),
+        cmocka_unit_test(test_seed_cluster_meta_unreachable),
+        cmocka_unit_test(test_seed_names_meta_nodes),
+        cmocka_unit_test(test_probe_of_foreign_node),
+        cmocka_unit_test(test_meta_calls_stay_on_replicas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
