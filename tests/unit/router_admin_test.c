@@ -59,11 +59,15 @@ static bool port_free(unsigned port)
     return ok;
 }
 
-/* A base port with `span` free ports from it on. */
+/* A base port with `span` free ports from it on, below Linux's ephemeral
+ * range (32768 and up): a port checked free here is bound only later (a
+ * group's raft port when the group is opened), and in the ephemeral range an
+ * outgoing connection could take it meanwhile. The cluster tests share this
+ * range and run one at a time (RESOURCE_LOCK cluster_ports). */
 static unsigned free_ports(unsigned span)
 {
     for (unsigned tries = 0; tries < 1000; tries++) {
-        unsigned base = 20000 + (unsigned)(rand() % 30000);
+        unsigned base = 20000 + (unsigned)(rand() % (32768 - 20000 - span));
         bool ok = true;
         for (unsigned k = 0; k < span && ok; k++)
             ok = port_free(base + k);
