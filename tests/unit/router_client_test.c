@@ -954,10 +954,15 @@ static void test_meta_calls_stay_on_replicas(void **state)
     fake_rpc_stop(&b);
     free(m1);
     free(m2);
-    assert_int_equal(rc, MG_ENOTLEADER);
-    assert_string_equal(err1.msg, "not the leader (electing)");
+    /* The deadline ends the retries: with node 1's answer, or (on a loaded
+     * machine) while the last request to it is still out. Never node 2's. */
+    if (rc == MG_ENOTLEADER)
+        assert_string_equal(err1.msg, "not the leader (electing)");
+    else
+        assert_int_equal(rc, MG_ETIMEDOUT);
+    assert_null(strstr(err1.msg, "not hosted"));
     assert_true(electing_gets >= 2); /* asked again, not given up on */
-    assert_int_equal(rrc, MG_ENOTLEADER);
+    assert_true(rrc == MG_ENOTLEADER || rrc == MG_ETIMEDOUT);
     assert_null(strstr(rerr1.msg, "not hosted"));
     if (rrc2 != MG_OK)
         fail_msg("refresh: %s", rerr.msg);
