@@ -279,6 +279,8 @@ static void group_close_on_loop(node_ctx *c)
         node_group_close(n, ng, c->adm_destroy, c); /* answers c */
         return;
     }
+    /* Files of a group this node has not hosted since it started (left by a
+     * crash): removed here, on the loop — rare, and usually small. */
     int rc = c->adm_destroy ? mg_host_destroy_group(n->data_dir, c->env.group, &err) : MG_OK;
     if (rc != MG_OK)
         node_reply_err(c, &err);

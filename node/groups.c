@@ -236,20 +236,60 @@ static void answer_close_waiters(node_group *ng, int status, const mg_error *err
     }
 }
 
+static void destroy_work(uv_work_t *w)
+{
+    node_group *ng = w->data;
+    ng->destroy_rc = mg_host_destroy_group(ng->node->data_dir, ng->group_id, &ng->destroy_err);
+}
+
+static void destroy_done(uv_work_t *w, int status)
+{
+    node_group *ng = w->data;
+    mg_node *n = ng->node;
+    if (status != 0 && ng->destroy_rc == MG_OK)
+        ng->destroy_rc = mg_error_set(&ng->destroy_err, MG_ESHUTDOWN,
+                                      "removing the files of group %llu: %s",
+                                      (unsigned long long)ng->group_id, uv_strerror(status));
+    mg_info("node.group_closed", "node=%llu group=%llu destroyed=1 rc=%s",
+            (unsigned long long)n->cfg.node_id, (unsigned long long)ng->group_id,
+            mg_errname(ng->destroy_rc));
+    ng->closing = false;
+    ng->destroy = false;
+    answer_close_waiters(ng, ng->destroy_rc, &ng->destroy_err);
+    if (!n->host_closed)
+        node_publish(n);
+}
+
+/* Removes the group's files off the loop thread, then answers the waiters;
+ * the slot stays `closing` meanwhile, so a GROUP_OPEN of the same group
+ * waits (MG_EBUSY) instead of opening files that are being removed. */
+static void destroy_async(node_group *ng)
+{
+    ng->closing = true;
+    ng->destroy_rc = MG_OK;
+    mg_error_clear(&ng->destroy_err);
+    ng->destroy_work.data = ng;
+    int rv = uv_queue_work(&ng->node->loop, &ng->destroy_work, destroy_work, destroy_done);
+    if (rv != 0) {
+        ng->destroy_rc = mg_error_set(&ng->destroy_err, MG_EUNAVAIL,
+                                      "removing the files of group %llu: %s",
+                                      (unsigned long long)ng->group_id, uv_strerror(rv));
+        destroy_done(&ng->destroy_work, 0);
+    }
+}
+
 static void on_group_closed(void *arg)
 {
     node_group *ng = arg;
     mg_node *n = ng->node;
-    mg_error err = {0};
-    int rc = MG_OK;
+    if (ng->destroy) {
+        destroy_async(ng);
+        return;
+    }
     ng->closing = false;
-    if (ng->destroy)
-        rc = mg_host_destroy_group(n->data_dir, ng->group_id, &err);
-    mg_info("node.group_closed", "node=%llu group=%llu destroyed=%d rc=%s",
-            (unsigned long long)n->cfg.node_id, (unsigned long long)ng->group_id, ng->destroy,
-            mg_errname(rc));
-    ng->destroy = false;
-    answer_close_waiters(ng, rc, &err);
+    mg_info("node.group_closed", "node=%llu group=%llu destroyed=0 rc=OK",
+            (unsigned long long)n->cfg.node_id, (unsigned long long)ng->group_id);
+    answer_close_waiters(ng, MG_OK, NULL);
     if (!n->host_closed)
         node_publish(n);
 }
@@ -271,9 +311,13 @@ void node_group_close(mg_node *n, node_group *ng, bool destroy, node_ctx *waiter
             push_waiter(ng, waiter);
             return;
         }
-        int rc = destroy ? mg_host_destroy_group(n->data_dir, ng->group_id, &err) : MG_OK;
         push_waiter(ng, waiter);
-        answer_close_waiters(ng, rc, &err);
+        if (destroy) {
+            ng->destroy = true;
+            destroy_async(ng);
+        } else {
+            answer_close_waiters(ng, MG_OK, NULL);
+        }
         return;
     }
     /* Not reopened at the next start, whatever happens next. */

@@ -47,6 +47,11 @@ typedef struct node_group {
     bool closing;
     bool destroy;
     node_ctx *close_waiters;
+    /* loop: removing the files of a closed replica runs on libuv's thread
+     * pool (a store can be gigabytes; unlinking it must not stall Raft) */
+    uv_work_t destroy_work;
+    int destroy_rc;
+    mg_error destroy_err;
     mg_node_group_status pub;  /* under node.snap_lock */
     mg_node_group_status seen; /* loop only: what was last published */
     /* loop only: the barrier a new leader appends before it serves reads */
