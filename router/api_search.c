@@ -267,7 +267,7 @@ static int search_cube(mg_router *r, const search_params *sp, const float *qvec,
     bool want_vecs = sp->dedup == MG_DEDUP_SIM || sp->dedup == MG_DEDUP_MMR;
     uint64_t group = mg_client_group(r->client, cube_id, strlen(cube_id));
     if (group == 0)
-        return mg_error_set(err, MG_EUNAVAIL, "%s", MG_CLIENT_NO_MAP_MSG);
+        return mg_client_no_map(r->client, err);
 
     msgpack_sbuffer sb;
     msgpack_packer pk;

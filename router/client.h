@@ -87,13 +87,9 @@ int mg_client_need_map(mg_client *c, mg_error *err);
  * hosting the meta group. */
 #define MG_CLIENT_NOT_INIT_MSG "cluster not initialized: run memgrid ctl init"
 
-/* The message of calls that need a map when there is none (MG_EUNAVAIL):
- * the reason the calling thread last heard from a refresh (any client's),
- * MG_CLIENT_NOT_INIT_MSG when it heard none. The string is the thread's own
- * and stays valid until its next refresh. Prefer mg_client_need_map, which
- * names the client. */
-const char *mg_client_no_map_msg(void);
-#define MG_CLIENT_NO_MAP_MSG mg_client_no_map_msg()
+/* MG_EUNAVAIL with the reason the last refresh found for having no map
+ * (MG_CLIENT_NOT_INIT_MSG when none ran yet), without refreshing. */
+int mg_client_no_map(mg_client *c, mg_error *err);
 
 /* The id (a UUID) of the cluster the client talks to, NUL-terminated into
  * buf (cap bytes, MG_CMAP_CLUSTER_MAX is enough; "" when unknown): the

@@ -206,7 +206,7 @@ void client_run_calls(mg_client *c, const char *user, mg_client_call *calls, siz
         client_refresh_run(c, timeout_ms, NULL);
     mg_error why;
     if (need_map && mg_client_epoch(c) == 0)
-        client_no_map(c, &why);
+        mg_client_no_map(c, &why);
     size_t left = n;
     for (size_t i = 0; need_map && i < n && mg_client_epoch(c) == 0; i++)
         if (calls[i].cube_id != NULL || calls[i].group != 0)
@@ -227,7 +227,7 @@ void client_run_calls(mg_client *c, const char *user, mg_client_call *calls, siz
             const char *cube = q->call->cube_id;
             if (cube != NULL || q->call->group != 0) {
                 if (mg_client_epoch(c) == 0) {
-                    client_no_map(c, &why);
+                    mg_client_no_map(c, &why);
                     call_fail(q, &left, MG_EUNAVAIL, why.msg);
                     continue;
                 }

@@ -233,10 +233,6 @@ int client_leader_moved(mg_client *c, uint64_t group, uint64_t hint_id, int trie
 void client_cache_load(mg_client *c);
 /* mg_client_refresh with its own deadline; concurrent callers share one. */
 int client_refresh_run(mg_client *c, unsigned timeout_ms, mg_error *err);
-/* MG_EUNAVAIL with the reason the client has no map (mg_client_need_map's
- * messages), without fetching one. */
-int client_no_map(mg_client *c, mg_error *err);
-
 /* ---- NODE_INFO (client_probe.c) ----------------------------------------- */
 
 /* What the seeds' NODE_INFO answers said (client_probe_seeds). */

@@ -350,10 +350,6 @@ static int refresh_once(mg_client *c, unsigned timeout_ms, mg_error *err, mg_err
     return rc;
 }
 
-/* The reason the calling thread last heard for a missing map
- * (mg_client_no_map_msg); "" = none heard. */
-static _Thread_local char no_map_heard[MG_ERRMSG_MAX];
-
 int client_refresh_run(mg_client *c, unsigned timeout_ms, mg_error *err)
 {
     pthread_mutex_lock(&c->refresh_lock);
@@ -382,13 +378,11 @@ int client_refresh_run(mg_client *c, unsigned timeout_ms, mg_error *err)
     int rc = c->refresh_rc;
     if (err != NULL && rc != MG_OK)
         *err = c->refresh_err;
-    if (mg_client_epoch(c) == 0)
-        snprintf(no_map_heard, sizeof no_map_heard, "%s", c->no_map.msg);
     pthread_mutex_unlock(&c->refresh_lock);
     return rc;
 }
 
-int client_no_map(mg_client *c, mg_error *err)
+int mg_client_no_map(mg_client *c, mg_error *err)
 {
     pthread_mutex_lock(&c->refresh_lock);
     mg_error why = c->no_map;
@@ -405,12 +399,7 @@ int mg_client_need_map(mg_client *c, mg_error *err)
     client_refresh_run(c, c->call_timeout_ms, NULL);
     if (mg_client_epoch(c) != 0)
         return MG_OK;
-    return client_no_map(c, err);
-}
-
-const char *mg_client_no_map_msg(void)
-{
-    return no_map_heard[0] != '\0' ? no_map_heard : MG_CLIENT_NOT_INIT_MSG;
+    return mg_client_no_map(c, err);
 }
 
 int mg_client_refresh(mg_client *c, mg_error *err)

@@ -513,7 +513,7 @@ int mg_client_search(mg_client *c, const char *user, mg_client_survey *s, mg_err
     for (size_t i = 0; i < n; i++) {
         bool all_down = false;
         if (s->groups[i] == 0) {
-            rc = mg_error_set(err, MG_EUNAVAIL, "%s", MG_CLIENT_NO_MAP_MSG);
+            rc = mg_client_no_map(c, err);
             goto done;
         }
         assign[i] = s->follower ? spread_pick(c, s->groups[i], &all_down)
